@@ -1,0 +1,135 @@
+"""Random25DUNet: M → U → F → R → T."""
+
+import pytest
+import torch
+
+from vol25d.model import ModelConfig, Random25DUNet
+
+SMALL = dict(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, directions=8, views=3)
+
+
+def test_output_shape_any_size_at_least_8():
+    model = Random25DUNet(2, 3, **SMALL)
+    for shape in [(8, 8, 8), (9, 13, 10), (12, 8, 11)]:
+        x = torch.rand(2, 2, *shape)
+        model.train()
+        assert model(x).shape == (2, 3, *shape)
+        model.eval()
+        with torch.no_grad():
+            out = model(x)
+        assert out.shape == (2, 3, *shape)
+        assert torch.all((out >= 0) & (out <= 1))
+
+
+def test_training_draws_p_directions_reproducibly():
+    model = Random25DUNet(1, 1, **SMALL)
+    model.seed_directions(7)
+    first = [model.draw_angles() for _ in range(3)]
+    model.seed_directions(7)
+    again = [model.draw_angles() for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(a.numel() == 3 for a in first)
+    assert all(set(a.tolist()) <= set(model.angles.tolist()) for a in first)
+    assert not all(torch.equal(first[0], a) for a in first[1:])
+
+
+def test_eval_chunks_give_the_same_result_as_one_pass():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 10, 12, 12)
+    chunked = Random25DUNet(1, 2, view_chunk=3, **SMALL).eval()
+    whole = Random25DUNet(1, 2, view_chunk=8, **SMALL).eval()
+    whole.load_state_dict(chunked.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(x), whole(x), atol=1e-5, rtol=1e-4)
+
+
+def test_forward_is_the_method_step_by_step():
+    torch.manual_seed(0)
+    model = Random25DUNet(1, 1, **SMALL).eval()
+    x = torch.rand(1, 1, 8, 10, 10)
+    angles = model.angles
+    with torch.no_grad():
+        views = model.views(x, angles)
+        probabilities = model.view_probabilities(views)
+        volume = model.reconstruct(probabilities, angles, (10, 10))
+        torch.testing.assert_close(model(x), model.head(volume), atol=1e-5, rtol=1e-4)
+    assert views.shape == (1, 1, 8, 8, 16)  # ⌈√200⌉ = 15, made even like H
+
+
+def test_sum_projection_and_softmax_options():
+    model = Random25DUNet(1, 2, projection="sum", activation="softmax", head_norm="instance", **SMALL).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 1, 8, 8, 8))
+    assert torch.all(out.sum(1) <= 1 + 1e-5)
+
+
+def test_gradients_reach_unet_filtration_and_head():
+    model = Random25DUNet(1, 1, **SMALL).train()
+    model(torch.rand(1, 1, 8, 8, 8)).mean().backward()
+    for name in ("unet", "filtration", "head"):
+        grads = [p.grad for p in getattr(model, name).parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), name
+
+
+def test_freeze_unet_keeps_filtration_and_head_trainable():
+    model = Random25DUNet(1, 1, **SMALL)
+    model.freeze_unet()
+    model.train()
+    assert not model.unet.training
+    model(torch.rand(1, 1, 8, 8, 8)).mean().backward()
+    assert all(p.grad is None for p in model.unet.parameters())
+    assert model.filtration.kernel.grad is not None
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 8, 8, 8)
+    plain = Random25DUNet(1, 1, **SMALL)
+    checkpointed = Random25DUNet(1, 1, checkpoint_views=1, **SMALL)
+    checkpointed.load_state_dict(plain.state_dict())
+    for model in (plain, checkpointed):
+        model.seed_directions(3)
+        model.train()(x).sum().backward()
+    torch.testing.assert_close(checkpointed.filtration.kernel.grad, plain.filtration.kernel.grad)
+
+
+def test_training_step_keeps_no_per_view_copy_of_the_volume():
+    """No tensor saved for backward is as large as p × D × H × W: M keeps nothing, R and F keep views."""
+    torch.manual_seed(0)
+    p, depth, height, width = 8, 8, 64, 64
+    model = Random25DUNet(1, 1, directions=32, views=p).train()
+    x = torch.rand(1, 1, depth, height, width)
+    weights = {param.data_ptr() for param in model.parameters()}
+    sizes = []
+
+    def pack(tensor):
+        if tensor.data_ptr() not in weights:  # the weights are kept anyway; activations are what count
+            sizes.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(x).mean()
+    loss.backward()
+    assert len(sizes) > 10, "the hook saw the graph"
+    assert max(sizes) < p * depth * height * width
+
+
+def test_config_round_trip_and_validation():
+    config = ModelConfig(in_channels=2, out_channels=3, channels=[4, 8], strides=[2])
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="views"):
+        ModelConfig(directions=4, views=8)
+    with pytest.raises(ValueError, match="projection"):
+        ModelConfig(projection="max")
+    with pytest.raises(ValueError, match="unknown model settings"):
+        ModelConfig.from_dict({"colour": 1})
+
+
+def test_bad_input_names_the_problem():
+    model = Random25DUNet(2, 1, **SMALL)
+    with pytest.raises(ValueError, match="expects 2"):
+        model(torch.rand(1, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match="at least 8"):
+        model(torch.rand(1, 2, 4, 8, 8))
+    with pytest.raises(ValueError, match="5-D"):
+        model(torch.rand(2, 8, 8, 8))

@@ -1,0 +1,279 @@
+"""The random 2.5D U-Net: projection M → 2D U-Net U → filtration F → back-projection R → fine-tuning head T.
+
+Imports torch and monai only, so a GPU machine needs nothing else to run it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.nets import UNet
+from torch.utils.checkpoint import checkpoint
+
+from vol25d.geometry import default_detector, equal_angles
+from vol25d.ops import backproject, filter_views, mip, project, ramp_filter
+
+__all__ = ["ModelConfig", "Random25DUNet", "ViewUNet", "Filtration", "Head"]
+
+_PROJECTIONS = ("mip", "sum")
+_ACTIVATIONS = ("sigmoid", "softmax")
+_HEAD_NORMS = ("affine", "instance")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Settings of :class:`Random25DUNet` (saved in every checkpoint).
+
+    Attributes:
+        in_channels: image channels ``C``.
+        out_channels: foreground classes ``K`` (one output channel each).
+        directions: ``m``, equally spaced directions in ``[0, π)`` used at inference and in path 2.
+        views: ``p``, directions drawn at random per training step in path 1.
+        projection: ``"mip"`` (maximum intensity) or ``"sum"`` (the Radon transform).
+        channels, strides, num_res_units: MONAI ``UNet`` of the views.
+        filter_radius: the learnable filtration has ``2·filter_radius + 1`` taps along the detector.
+        activation: ``"sigmoid"`` (one probability per class, classes may overlap) or ``"softmax"``
+            (exclusive classes, with an implicit background logit of 0).
+        head_norm: ``"affine"`` (per-class ``γ·r + β``) or ``"instance"`` (instance norm with affine).
+        view_chunk: views pushed through U at once at inference (bounds memory).
+        checkpoint_views: in training, recompute U's activations in the backward over chunks of this many
+            views (activation checkpointing); ``0`` keeps them.
+    """
+
+    in_channels: int = 1
+    out_channels: int = 1
+    directions: int = 64
+    views: int = 8
+    projection: Literal["mip", "sum"] = "mip"
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    num_res_units: int = 2
+    filter_radius: int = 96
+    activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    head_norm: Literal["affine", "instance"] = "affine"
+    view_chunk: int = 16
+    checkpoint_views: int = 0
+
+    def __post_init__(self):
+        for name in ("in_channels", "out_channels", "directions", "views", "filter_radius", "view_chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer ≥ 1; got {value!r}")
+        if self.views > self.directions:
+            raise ValueError(f"views (p = {self.views}) must not exceed directions (m = {self.directions})")
+        if self.projection not in _PROJECTIONS:
+            raise ValueError(f"projection must be one of {_PROJECTIONS}; got {self.projection!r}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_ACTIVATIONS}; got {self.activation!r}")
+        if self.head_norm not in _HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {_HEAD_NORMS}; got {self.head_norm!r}")
+        if len(self.channels) != len(self.strides) + 1:
+            raise ValueError(
+                f"channels needs one entry more than strides; got {len(self.channels)} channels and "
+                f"{len(self.strides)} strides"
+            )
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+class ViewUNet(nn.Module):
+    """MONAI's 2D ``UNet`` applied to every view; views are padded to a size it accepts and cropped back.
+
+    Returns logits ``(B, K, p, D, S)`` for views ``(B, C, p, D, S)``.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.net = UNet(
+            spatial_dims=2,
+            in_channels=config.in_channels,
+            out_channels=config.out_channels,
+            channels=config.channels,
+            strides=config.strides,
+            num_res_units=config.num_res_units,
+        )
+        self.multiple = math.prod(config.strides)
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        batch, channels, count, depth, detector = views.shape
+        images = views.transpose(1, 2).reshape(batch * count, channels, depth, detector)
+        pad_d = -depth % self.multiple
+        pad_s = -detector % self.multiple
+        if pad_d or pad_s:
+            images = F.pad(images, (pad_s // 2, pad_s - pad_s // 2, pad_d // 2, pad_d - pad_d // 2), mode="replicate")
+        logits = self.net(images)
+        logits = logits[..., pad_d // 2 : pad_d // 2 + depth, pad_s // 2 : pad_s // 2 + detector]
+        return logits.reshape(batch, count, -1, depth, detector).transpose(1, 2)
+
+
+class Filtration(nn.Module):
+    """F: a learnable 1-D convolution along the detector, one kernel per class, initialised to the
+    Ram–Lak ramp (:func:`~vol25d.ops.ramp_filter`) so that ``R(F(P x)) ≈ x`` for sum projections."""
+
+    def __init__(self, classes: int, radius: int):
+        super().__init__()
+        self.kernel = nn.Parameter(ramp_filter(radius + 1).repeat(classes, 1))
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return filter_views(views, self.kernel)
+
+
+class Head(nn.Module):
+    """T: 3-D average pooling (kernel 3, stride 1, same size) → learnable normalisation → activation."""
+
+    def __init__(self, classes: int, norm: str, activation: str):
+        super().__init__()
+        self.activation = activation
+        if norm == "instance":
+            self.norm = nn.InstanceNorm3d(classes, affine=True)
+        else:
+            self.norm = None
+            # Starts as a soft threshold at 0.25 of the reconstructed ray-hit probability.
+            self.scale = nn.Parameter(torch.full((classes,), 8.0))
+            self.shift = nn.Parameter(torch.full((classes,), -2.0))
+
+    def logits(self, volume: torch.Tensor) -> torch.Tensor:
+        pooled = F.avg_pool3d(volume, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+        if self.norm is not None:
+            return self.norm(pooled)
+        return pooled * self.scale.view(1, -1, 1, 1, 1) + self.shift.view(1, -1, 1, 1, 1)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        logits = self.logits(volume)
+        if self.activation == "softmax":
+            background = torch.zeros_like(logits[:, :1])
+            return torch.softmax(torch.cat([background, logits], dim=1), dim=1)[:, 1:]
+        return torch.sigmoid(logits)
+
+
+class Random25DUNet(nn.Module):
+    """Fully 3D segmentation from 2D views: ``head(backproject(filtration(unet(mip(x)))) / p)``.
+
+    In training mode each call draws ``p`` of the ``m`` directions at random (seed it with
+    :meth:`seed_directions`); in eval mode it uses all ``m``, ``view_chunk`` views at a time, so memory is
+    the volume plus one chunk of views.
+
+    Args:
+        in_channels, out_channels: image channels ``C`` and foreground classes ``K``.
+        **settings: any other field of :class:`ModelConfig`.
+
+    Shapes:
+        input ``(B, C, D, H, W)`` with ``D, H, W ≥ 8`` → probabilities ``(B, K, D, H, W)``.
+
+    Example:
+        >>> model = Random25DUNet(1, 1, directions=8, views=2, channels=(4, 8), strides=(2,)).eval()
+        >>> model(torch.rand(1, 1, 8, 8, 8)).shape
+        torch.Size([1, 1, 8, 8, 8])
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, **settings):
+        super().__init__()
+        config = settings.pop("config", None) or ModelConfig(in_channels=in_channels, out_channels=out_channels, **settings)
+        self.config = config
+        self.unet = ViewUNet(config)
+        self.filtration = Filtration(config.out_channels, config.filter_radius)
+        self.head = Head(config.out_channels, config.head_norm, config.activation)
+        self.register_buffer("angles", equal_angles(config.directions), persistent=False)
+        self.generator = torch.Generator()
+        self.generator.manual_seed(0)
+        self.unet_frozen = False
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "Random25DUNet":
+        return cls(config=config)
+
+    def seed_directions(self, seed: int) -> None:
+        """Seed the draw of training directions (the model's own generator; torch's global RNG untouched)."""
+        self.generator.manual_seed(seed)
+
+    def draw_angles(self) -> torch.Tensor:
+        """``p`` of the ``m`` directions, drawn without replacement, sorted. Returns ``(p,)``."""
+        chosen = torch.randperm(self.config.directions, generator=self.generator)[: self.config.views]
+        return self.angles[chosen.sort().values.to(self.angles.device)]
+
+    def freeze_unet(self) -> None:
+        """Path 2: U in eval mode with no gradient; F and T stay trainable."""
+        self.unet.requires_grad_(False)
+        self.unet.eval()
+        self.unet_frozen = True
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.unet_frozen:
+            self.unet.eval()
+        return self
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 5:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"input must be a 5-D tensor (B, C, D, H, W); got {shape}")
+        if x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"input has {x.shape[1]} channel(s) but the model expects {self.config.in_channels}; "
+                "give it an image with as many channels as it was trained on"
+            )
+        if min(x.shape[2:]) < 8:
+            raise ValueError(f"input must be at least 8 voxels along D, H and W; got {tuple(x.shape[2:])}")
+
+    # The method, operator by operator.
+    def views(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """M: ``(B, C, D, H, W)`` → ``(B, C, p, D, S)``. The input never needs a gradient here."""
+        operator = mip if self.config.projection == "mip" else project
+        detector = default_detector(x.shape[-2], x.shape[-1])
+        return operator(x.detach(), angles.to(x.device), detector)
+
+    def view_probabilities(self, views: torch.Tensor) -> torch.Tensor:
+        """U: per-class probability that each view pixel's ray meets the object, ``(B, K, p, D, S)``."""
+        chunk = self.config.checkpoint_views
+        if self.training and chunk and torch.is_grad_enabled() and not self.unet_frozen:
+            parts = [
+                checkpoint(self.unet, views[:, :, i : i + chunk], use_reentrant=False)
+                for i in range(0, views.shape[2], chunk)
+            ]
+            logits = torch.cat(parts, dim=2)
+        else:
+            logits = self.unet(views)
+        return torch.sigmoid(logits)
+
+    def reconstruct(self, probabilities: torch.Tensor, angles: torch.Tensor, plane: tuple[int, int]) -> torch.Tensor:
+        """R ∘ F: filtered back-projection averaged over the views, ``(B, K, p, D, S)`` → ``(B, K, D, H, W)``."""
+        filtered = self.filtration(probabilities)
+        return backproject(filtered, angles.to(filtered.device), plane) / angles.numel()
+
+    def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_input(x)
+        if angles is None:
+            angles = self.draw_angles() if self.training else self.angles
+        plane = (x.shape[-2], x.shape[-1])
+        if self.training:
+            volume = self.reconstruct(self.view_probabilities(self.views(x, angles)), angles, plane)
+        else:
+            volume = self._reconstruct_in_chunks(x, angles, plane)
+        return self.head(volume)
+
+    def _reconstruct_in_chunks(self, x, angles, plane):
+        """R ∘ F ∘ U ∘ M over chunks of views, summed: memory is the volume plus one chunk of views."""
+        volume = None
+        chunk = self.config.view_chunk
+        for start in range(0, angles.numel(), chunk):
+            part = angles[start : start + chunk]
+            rebuilt = self.reconstruct(self.view_probabilities(self.views(x, part)), part, plane) * part.numel()
+            volume = rebuilt if volume is None else volume + rebuilt
+        return volume / angles.numel()
