@@ -24,6 +24,7 @@ __all__ = ["ModelConfig", "Random25DUNet", "ViewUNet", "Filtration", "Head"]
 _PROJECTIONS = ("mip", "sum")
 _ACTIVATIONS = ("sigmoid", "softmax")
 _HEAD_NORMS = ("affine", "instance")
+_HEAD_POOLS = ("learned", "avg", "none")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class ModelConfig:
         activation: ``"sigmoid"`` (one probability per class, classes may overlap) or ``"softmax"``
             (exclusive classes, with an implicit background logit of 0).
         head_norm: ``"affine"`` (per-class ``γ·r + β``) or ``"instance"`` (instance norm with affine).
+            Measured (experiments/results/head.md): affine trains faster and higher.
+        head_pool: T's 3-D smoothing: ``"avg"`` (3×3×3 average pooling, as the seed method), ``"learned"``
+            (a 3×3×3 per-class convolution initialised to that average, free to sharpen; the default: the
+            fixed average blurs sub-voxel vessels away) or ``"none"``.
         view_chunk: views pushed through U at once at inference (bounds memory).
         checkpoint_views: in training, recompute U's activations in the backward over chunks of this many
             views (activation checkpointing); ``0`` keeps them.
@@ -57,6 +62,7 @@ class ModelConfig:
     filter_radius: int = 96
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
     head_norm: Literal["affine", "instance"] = "affine"
+    head_pool: Literal["learned", "avg", "none"] = "learned"
     view_chunk: int = 16
     checkpoint_views: int = 0
 
@@ -73,6 +79,8 @@ class ModelConfig:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}; got {self.activation!r}")
         if self.head_norm not in _HEAD_NORMS:
             raise ValueError(f"head_norm must be one of {_HEAD_NORMS}; got {self.head_norm!r}")
+        if self.head_pool not in _HEAD_POOLS:
+            raise ValueError(f"head_pool must be one of {_HEAD_POOLS}; got {self.head_pool!r}")
         if len(self.channels) != len(self.strides) + 1:
             raise ValueError(
                 f"channels needs one entry more than strides; got {len(self.channels)} channels and "
@@ -136,21 +144,31 @@ class Filtration(nn.Module):
 
 
 class Head(nn.Module):
-    """T: 3-D average pooling (kernel 3, stride 1, same size) → learnable normalisation → activation."""
+    """T: 3-D smoothing (kernel 3, stride 1, same size) → learnable normalisation → activation."""
 
-    def __init__(self, classes: int, norm: str, activation: str):
+    def __init__(self, classes: int, norm: str, activation: str, pool: str = "learned"):
         super().__init__()
         self.activation = activation
+        self.pool = pool
+        if pool == "learned":
+            self.smooth = nn.Conv3d(classes, classes, 3, padding=1, groups=classes, bias=False, padding_mode="replicate")
+            nn.init.constant_(self.smooth.weight, 1 / 27)
         if norm == "instance":
             self.norm = nn.InstanceNorm3d(classes, affine=True)
         else:
             self.norm = None
-            # Starts as a soft threshold at 0.25 of the reconstructed ray-hit probability.
-            self.scale = nn.Parameter(torch.full((classes,), 8.0))
-            self.shift = nn.Parameter(torch.full((classes,), -2.0))
+            # Starts as a steep soft threshold at 0.15 of the reconstructed ray-hit probability, where the
+            # filtered back-projection of thin vessels' views lands (experiments/results/head.md).
+            self.scale = nn.Parameter(torch.full((classes,), 20.0))
+            self.shift = nn.Parameter(torch.full((classes,), -3.0))
 
     def logits(self, volume: torch.Tensor) -> torch.Tensor:
-        pooled = F.avg_pool3d(volume, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+        if self.pool == "avg":
+            pooled = F.avg_pool3d(volume, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+        elif self.pool == "learned":
+            pooled = self.smooth(volume)
+        else:
+            pooled = volume
         if self.norm is not None:
             return self.norm(pooled)
         return pooled * self.scale.view(1, -1, 1, 1, 1) + self.shift.view(1, -1, 1, 1, 1)
@@ -189,7 +207,7 @@ class Random25DUNet(nn.Module):
         self.config = config
         self.unet = ViewUNet(config)
         self.filtration = Filtration(config.out_channels, config.filter_radius)
-        self.head = Head(config.out_channels, config.head_norm, config.activation)
+        self.head = Head(config.out_channels, config.head_norm, config.activation, config.head_pool)
         self.register_buffer("angles", equal_angles(config.directions), persistent=False)
         self.generator = torch.Generator()
         self.generator.manual_seed(0)
@@ -257,16 +275,18 @@ class Random25DUNet(nn.Module):
         filtered = self.filtration(probabilities)
         return backproject(filtered, angles.to(filtered.device), plane) / angles.numel()
 
-    def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None, return_views: bool = False):
+        """Probabilities ``(B, K, D, H, W)``; with ``return_views`` (training only) also U's view
+        probabilities ``(B, K, p, D, S)`` for deep supervision."""
         self.check_input(x)
         if angles is None:
             angles = self.draw_angles() if self.training else self.angles
         plane = (x.shape[-2], x.shape[-1])
-        if self.training:
-            volume = self.reconstruct(self.view_probabilities(self.views(x, angles)), angles, plane)
-        else:
-            volume = self._reconstruct_in_chunks(x, angles, plane)
-        return self.head(volume)
+        if not self.training:
+            return self.head(self._reconstruct_in_chunks(x, angles, plane))
+        seg = self.view_probabilities(self.views(x, angles))
+        output = self.head(self.reconstruct(seg, angles, plane))
+        return (output, seg) if return_views else output
 
     def _reconstruct_in_chunks(self, x, angles, plane):
         """R ∘ F ∘ U ∘ M over chunks of views, summed: memory is the volume plus one chunk of views."""

@@ -62,8 +62,10 @@ def backproject(views: torch.Tensor, angles: torch.Tensor, height: int, width: i
     for k in range(count):
         index0, weight1 = _linear_bins(angles[k], height, width, detector)
         weight1 = weight1.to(views.dtype)
-        view = padded[:, k]
-        volume += view[..., index0] * (1 - weight1) + view[..., (index0 + 1).clamp_(max=detector + 2)] * weight1
+        view = padded[:, k].reshape(n * depth, detector + 3)
+        lower = view.index_select(1, index0)
+        upper = view.index_select(1, (index0 + 1).clamp_(max=detector + 2))
+        volume += (lower + (upper - lower) * weight1).view(n, depth, -1)
     return volume.reshape(n, depth, height, width)
 
 
@@ -116,9 +118,9 @@ def mip(volume: torch.Tensor, angles: torch.Tensor, detector: int, keep_argmax: 
             indices, weights, inside = _bilinear_corners(h, w, height, width)
             if not bool(inside.any()):
                 continue
-            weights = weights.to(volume.dtype)
-            value = sum(flat[:, indices[c].reshape(-1)] * weights[c].reshape(-1) for c in range(4))
-            value = value.reshape(n * depth, detector, stop - start)
+            weights = weights.to(volume.dtype).reshape(4, -1)
+            corners = flat.index_select(1, indices.reshape(-1)).view(n * depth, 4, -1)
+            value = (corners * weights).sum(dim=1).view(n * depth, detector, stop - start)
             value = value.masked_fill(~inside, float("-inf"))
             chunk_best, chunk_j = value.max(dim=-1)
             better = chunk_best > best

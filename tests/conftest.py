@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny phantom dataset and a tiny model configuration, written in tmp folders."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vol25d.data.phantom import write_phantom_dataset
+
+TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1, "directions": 8, "views": 2}
+
+
+@pytest.fixture(scope="session")
+def phantoms(tmp_path_factory) -> Path:
+    """Four 24³ synthetic MRA phantoms in the MSD layout."""
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms"), n=4, size=24, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> Path:
+    """A YAML config with a small U-Net, few directions and light augmentation (CPU-fast)."""
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"amp": False}}))
+    return path

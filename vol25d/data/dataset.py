@@ -1,0 +1,460 @@
+"""Datasets in the nnU-Net v2 / MSD layout: listing cases, splitting them, grouping channels, checking files.
+
+The layout (DESIGN.md, "Data")::
+
+    ROOT/dataset.json          {"channel_names": {"0": "MRA"}, "labels": {"background": 0, "vessel": 1},
+                                "numTraining": 20, "file_ending": ".nii.gz", "multi_label": false}
+    ROOT/imagesTr/<case>_0000.nii.gz   (more channels: _0001, _0002 …)
+    ROOT/labelsTr/<case>.nii.gz        3-D integer map, or 4-D (X, Y, Z, C) uint8 if "multi_label": true
+    ROOT/imagesTs/<case>_0000.nii.gz   optional, no labels
+
+Labels are numbered ``0 … K`` with 0 the background; foreground class ``k`` (value ``k``) is channel
+``k - 1`` of a multi-label map. Hidden files (``.DS_Store``, the ``._*`` files of the MSD archives) are
+ignored. :func:`load_dataset` only lists files (fast, raises on the first structural problem);
+:func:`check_dataset` also reads every file and reports every problem it finds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vol25d.errors import InputError
+
+__all__ = ["Case", "DatasetInfo", "load_dataset", "split_cases", "group_channel_files", "check_dataset"]
+
+log = logging.getLogger(__name__)
+
+_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_TRANSLATION_TOL_MM = 1e-3
+_DIRECTION_TOL = 1e-4
+_SPACING_RTOL = 1e-4
+
+
+@dataclass
+class Case:
+    """One case: its channel files in order and its label file (``None`` for test or prediction inputs)."""
+
+    name: str
+    image_paths: list[Path]
+    label_path: Path | None = None
+
+
+@dataclass
+class DatasetInfo:
+    """A dataset folder as ``dataset.json`` describes it and as its files list it.
+
+    Attributes:
+        root: the dataset folder.
+        channel_names: input channel names in channel order (``_0000``, ``_0001`` …).
+        labels: label name → value, background (0) included.
+        class_names: foreground class names in value order (value 1 first): the model's output channels.
+        multi_label: labels are 4-D ``(X, Y, Z, C)`` binary maps with ``C = len(class_names)``.
+        file_ending: the image file suffix, e.g. ``".nii.gz"``.
+        cases: training cases (``imagesTr`` with ``labelsTr``), sorted by name.
+        test_cases: ``imagesTs`` cases without labels, sorted by name (empty without ``imagesTs``).
+        num_training: ``numTraining`` from ``dataset.json`` (``None`` if absent).
+    """
+
+    root: Path
+    channel_names: list[str]
+    labels: dict[str, int]
+    class_names: list[str]
+    multi_label: bool
+    file_ending: str
+    cases: list[Case]
+    test_cases: list[Case] = field(default_factory=list)
+    num_training: int | None = None
+
+
+def load_dataset(root: str | os.PathLike) -> DatasetInfo:
+    """Read ``dataset.json`` and list the cases of a dataset folder (no image is read).
+
+    Args:
+        root: the dataset folder holding ``dataset.json``, ``imagesTr/``, ``labelsTr/`` (and ``imagesTs/``).
+
+    Returns:
+        A :class:`DatasetInfo`.
+
+    Raises:
+        InputError: the folder, ``dataset.json``, ``imagesTr/`` or ``labelsTr/`` is missing, the JSON is
+            malformed, or the files do not form complete cases (a missing channel or label, a label without
+            image …). The message names the first problem; ``vol25d check-data ROOT`` lists them all.
+    """
+    info, problems = _scan(Path(root))
+    if problems:
+        more = f" (and {len(problems) - 1} more problems: run `vol25d check-data {root}` to list them all)"
+        raise InputError(problems[0] + (more if len(problems) > 1 else ""))
+    return info
+
+
+def split_cases(cases: list[Case], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Case], list[Case]]:
+    """Split cases at random into training and validation sets.
+
+    The split depends only on the case names, ``val_fraction`` and ``seed`` (not on the list's order).
+    With two or more cases both sets are non-empty; a single case goes to training.
+
+    Args:
+        cases: the cases to split.
+        val_fraction: wanted share of validation cases, in ``(0, 1)``; rounded, then clamped to
+            ``[1, len(cases) - 1]``.
+        seed: seed of the shuffle.
+
+    Returns:
+        ``(train, val)``, each sorted by case name.
+
+    Raises:
+        ValueError: ``val_fraction`` outside ``(0, 1)``.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
+    ordered = sorted(cases, key=lambda case: case.name)
+    if len(ordered) < 2:
+        return ordered, []
+    n_val = min(max(round(len(ordered) * val_fraction), 1), len(ordered) - 1)
+    chosen = set(np.random.default_rng(seed).permutation(len(ordered))[:n_val].tolist())
+    train = [case for i, case in enumerate(ordered) if i not in chosen]
+    val = [case for i, case in enumerate(ordered) if i in chosen]
+    return train, val
+
+
+def group_channel_files(
+    folder_or_files: str | os.PathLike | Iterable[str | os.PathLike],
+    file_ending: str | None = None,
+    *,
+    split_channels: bool = True,
+) -> dict[str, list[Path]]:
+    """Group image files into cases by the nnU-Net channel suffix, for prediction inputs.
+
+    ``ct_01_0000.nii.gz`` and ``ct_01_0001.nii.gz`` form case ``ct_01`` with two channels; a file without a
+    ``_NNNN`` suffix (``scan.nii.gz``) is a single-channel case of its own (``scan``).
+
+    Args:
+        folder_or_files: a folder (its non-hidden files are used) or a list of files.
+        file_ending: only files with this suffix count (e.g. ``".nii.gz"``); ``None``: any image suffix
+            vol25d reads (``.nii.gz``, ``.nii``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``).
+        split_channels: ``False`` makes every file a case of its own, named by its whole stem: for folders
+            of label maps or predictions, whose case names may themselves end in ``_NNNN``.
+
+    Returns:
+        Case name → its channel files in channel order, sorted by case name.
+
+    Raises:
+        FileNotFoundError: the folder or a listed file does not exist.
+        InputError: no image files, a case whose channels are not ``0 … n-1`` without gaps, or two files
+            that claim the same case and channel.
+    """
+    if isinstance(folder_or_files, (str, os.PathLike)):
+        folder = Path(folder_or_files)
+        if not folder.exists():
+            raise FileNotFoundError(f"{folder}: no such folder or file; check the path")
+        files = sorted(_image_files(folder, file_ending)) if folder.is_dir() else [folder]
+        where = str(folder)
+    else:
+        files = [Path(f) for f in folder_or_files]
+        for path in files:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such image file; check the path")
+        where = "the given files"
+    channels: dict[str, dict[int, Path]] = {}
+    for path in files:
+        ending = _ending(path, file_ending)
+        if ending is None:
+            raise InputError(f"{path}: is not an image file ending in {file_ending or _IMAGE_SUFFIXES}; "
+                             "pass image files only")
+        case, channel = _split_name(path.name[: -len(ending)]) if split_channels else (None, None)
+        if channel is None:
+            case, channel = path.name[: -len(ending)], 0
+        if channel in channels.setdefault(case, {}):
+            raise InputError(f"{path}: case {case!r} channel {channel} is also given by "
+                             f"{channels[case][channel]}; rename or remove one of them")
+        channels[case][channel] = path
+    if not channels:
+        raise InputError(f"{where}: holds no image files ending in {file_ending or _IMAGE_SUFFIXES}; "
+                         "point to the folder with the images")
+    grouped: dict[str, list[Path]] = {}
+    for case in sorted(channels):
+        found = channels[case]
+        missing = sorted(set(range(max(found) + 1)) - set(found))
+        if missing:
+            first = found[min(found)]
+            raise InputError(f"{first}: case {case!r} has channels {sorted(found)} but not {missing}; "
+                             f"add {case}_{missing[0]:04d}… or rename the channels to start at _0000")
+        grouped[case] = [found[c] for c in sorted(found)]
+    return grouped
+
+
+def check_dataset(root: str | os.PathLike) -> list[str]:
+    """Check every file of a dataset; return all problems found, one line each naming the file.
+
+    Checked: ``dataset.json`` (present, valid, ``numTraining`` equal to the number of training cases); every
+    case complete (all channels, a label) and every label with an image; every file readable; images 3-D
+    and finite (no NaN/Inf); channels and label of a case on the same grid (same shape, origin within
+    1e-3 mm, direction cosines within 1e-4, spacing within a relative 1e-4); labels 3-D with values among
+    those declared, or — with ``"multi_label": true`` — 4-D ``(X, Y, Z, C)`` with ``C`` the number of
+    foreground classes and values 0/1. ``imagesTs`` cases are checked for readability, dimensions,
+    finiteness and a common grid.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        The problems, as lines; empty when the dataset is fine.
+    """
+    from vol25d.io import read_volume  # file-format libraries load only when files are read
+
+    root = Path(root)
+    info, problems = _scan(root)
+    if info is None:
+        return problems
+    n_cases = len(_case_names(root / "imagesTr", info.file_ending))  # incomplete cases count too
+    if info.num_training is None:
+        problems.append(f"{root / 'dataset.json'}: has no numTraining; add \"numTraining\": {n_cases}")
+    elif info.num_training != n_cases:
+        problems.append(f"{root / 'dataset.json'}: numTraining is {info.num_training} but imagesTr holds "
+                        f"{n_cases} cases; set it to {n_cases} or add the missing cases")
+    allowed = set(info.labels.values())
+    for case in info.cases + info.test_cases:
+        log.debug("checking case %s", case.name)
+        reference = None  # (path, shape, affine) of the case's first readable file
+        for path in case.image_paths + ([case.label_path] if case.label_path else []):
+            if not path.is_file():
+                continue  # already reported by _scan
+            is_label = path == case.label_path
+            try:
+                volume = read_volume(path)
+            except (InputError, FileNotFoundError, OSError) as error:
+                problems.append(str(error) if str(path) in str(error) else f"{path}: {error}")
+                continue
+            array = volume.array
+            problems += _check_label(path, array, info, allowed) if is_label else _check_image(path, array)
+            if reference is None:
+                reference = (path, volume.shape, volume.affine)
+            else:
+                problems += _check_same_grid(path, volume.shape, volume.affine, *reference)
+    return problems
+
+
+# ----------------------------------------------------------------------------------------------- internals
+
+
+def _scan(root: Path) -> tuple[DatasetInfo | None, list[str]]:
+    """List a dataset folder: ``(info, problems)``; ``info`` is ``None`` when nothing more can be checked."""
+    if not root.is_dir():
+        return None, [f"{root}: no such dataset folder; pass the folder that holds dataset.json and imagesTr/"]
+    try:
+        meta = _read_json(root / "dataset.json")
+    except InputError as error:
+        return None, [str(error)]
+    images_dir, labels_dir, test_dir = root / "imagesTr", root / "labelsTr", root / "imagesTs"
+    ending, n_channels = meta["file_ending"], len(meta["channel_names"])
+    if not images_dir.is_dir():
+        return None, [f"{images_dir}: folder missing; put the training images there as <case>_0000{ending}"]
+    problems: list[str] = []
+    cases = _list_cases(images_dir, ending, n_channels, problems)
+    if labels_dir.is_dir():
+        label_files = {path.name[: -len(ending)]: path for path in _listing(labels_dir, ending, problems)}
+    else:
+        problems.append(f"{labels_dir}: folder missing; put one label map <case>{ending} per training case there")
+        label_files = {}
+    for case in cases:
+        case.label_path = label_files.pop(case.name, None)
+        if case.label_path is None and labels_dir.is_dir():
+            problems.append(f"{labels_dir / (case.name + ending)}: label missing for {case.image_paths[0].name}; "
+                            "add it or remove the case's images")
+    incomplete = _case_names(images_dir, ending) - {case.name for case in cases}  # already reported
+    for name, path in sorted(label_files.items()):
+        if name in incomplete:
+            continue
+        problems.append(f"{path}: label without an image; add {images_dir / f'{name}_0000{ending}'} or remove "
+                        "the label")
+    test_cases = _list_cases(test_dir, ending, n_channels, problems) if test_dir.is_dir() else []
+    if not cases:
+        problems.append(f"{images_dir}: holds no <case>_0000{ending} files; add the training images")
+    labels = meta["labels"]
+    info = DatasetInfo(
+        root=root,
+        channel_names=meta["channel_names"],
+        labels=labels,
+        class_names=[name for name, _ in sorted(labels.items(), key=lambda item: item[1]) if labels[name] != 0],
+        multi_label=meta["multi_label"],
+        file_ending=meta["file_ending"],
+        cases=cases,
+        test_cases=test_cases,
+        num_training=meta["num_training"],
+    )
+    return info, problems
+
+
+def _read_json(path: Path) -> dict:
+    """``dataset.json`` validated and normalised (channel list, label dict, defaults filled in)."""
+    if not path.is_file():
+        raise InputError(f"{path}: missing; write a dataset.json with channel_names, labels, numTraining and "
+                         "file_ending (see data/README.md)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: is not valid JSON ({error.msg} at line {error.lineno}, column "
+                         f"{error.colno}); fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot be read ({error}); check the file's permissions and encoding") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: must hold a JSON object; got {type(raw).__name__}")
+    channels = raw.get("channel_names", raw.get("modality"))  # "modality" is the MSD / nnU-Net v1 name
+    if not isinstance(channels, dict) or not channels:
+        raise InputError(f'{path}: needs "channel_names", e.g. {{"0": "MRA"}}; add it')
+    if set(channels) != {str(i) for i in range(len(channels))}:
+        raise InputError(f"{path}: channel_names keys must be \"0\" … \"{len(channels) - 1}\"; got "
+                         f"{sorted(channels)}")
+    labels = raw.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise InputError(f'{path}: needs "labels", e.g. {{"background": 0, "vessel": 1}}; add it')
+    if all(isinstance(v, str) for v in labels.values()) and all(str(k).isdigit() for k in labels):
+        labels = {name: int(value) for value, name in labels.items()}  # MSD style: {"0": "background"}
+    for name, value in labels.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{path}: label {name!r} has value {value!r}; vol25d needs one integer per label "
+                             "(region-based labels are not supported)")
+    if sorted(labels.values()) != list(range(len(labels))):
+        raise InputError(f"{path}: label values must be 0 … {len(labels) - 1} without gaps or repeats, 0 being "
+                         f"the background; got {sorted(labels.values())}")
+    if len(labels) < 2:
+        raise InputError(f"{path}: labels declare no foreground class; add one, e.g. \"vessel\": 1")
+    file_ending = raw.get("file_ending", ".nii.gz")
+    if not isinstance(file_ending, str) or not file_ending.startswith("."):
+        raise InputError(f'{path}: file_ending must be a suffix such as ".nii.gz"; got {file_ending!r}')
+    multi_label = raw.get("multi_label", False)
+    if not isinstance(multi_label, bool):
+        raise InputError(f"{path}: multi_label must be true or false; got {multi_label!r}")
+    num_training = raw.get("numTraining")
+    if num_training is not None and (isinstance(num_training, bool) or not isinstance(num_training, int)):
+        raise InputError(f"{path}: numTraining must be an integer; got {num_training!r}")
+    return {
+        "channel_names": [str(channels[str(i)]) for i in range(len(channels))],
+        "labels": dict(labels),
+        "file_ending": file_ending,
+        "multi_label": multi_label,
+        "num_training": num_training,
+    }
+
+
+def _listing(folder: Path, file_ending: str, problems: list[str]) -> list[Path]:
+    """Non-hidden files of ``folder`` ending in ``file_ending``; other image files are reported."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.name.endswith(file_ending) and len(path.name) > len(file_ending):
+            found.append(path)
+        elif _ending(path, None) is not None:
+            problems.append(f"{path}: does not end in {file_ending!r} (dataset.json's file_ending) and is "
+                            "ignored; convert it or change file_ending")
+    return found
+
+
+def _list_cases(folder: Path, file_ending: str, n_channels: int, problems: list[str]) -> list[Case]:
+    """Cases of an ``imagesTr``/``imagesTs`` folder; incomplete or misnamed files go to ``problems``."""
+    channels: dict[str, dict[int, Path]] = {}
+    for path in _listing(folder, file_ending, problems):
+        case, channel = _split_name(path.name[: -len(file_ending)])
+        if channel is None:
+            problems.append(f"{path}: has no _0000 channel suffix; rename it "
+                            f"{path.name[: -len(file_ending)]}_0000{file_ending}")
+        elif channel >= n_channels:
+            problems.append(f"{path}: channel {channel} but dataset.json declares {n_channels} channel(s); "
+                            "remove the file or add the channel to channel_names")
+        else:
+            channels.setdefault(case, {})[channel] = path
+    cases = []
+    for case in sorted(channels):
+        missing = [c for c in range(n_channels) if c not in channels[case]]
+        for c in missing:
+            problems.append(f"{folder / f'{case}_{c:04d}{file_ending}'}: missing (channel {c} of case {case!r}); "
+                            "add it or remove the case's other channels")
+        if not missing:
+            cases.append(Case(case, [channels[case][c] for c in range(n_channels)]))
+    return cases
+
+
+def _case_names(folder: Path, file_ending: str) -> set[str]:
+    """Every case name that a ``<case>_NNNN`` file of ``folder`` names, complete or not."""
+    names = (_split_name(p.name[: -len(file_ending)]) for p in _listing(folder, file_ending, []))
+    return {case for case, channel in names if channel is not None}
+
+
+def _split_name(stem: str) -> tuple[str, int | None]:
+    match = _CHANNEL.match(stem)
+    return (match["case"], int(match["channel"])) if match else (stem, None)
+
+
+def _ending(path: Path, file_ending: str | None) -> str | None:
+    """The suffix of ``path`` among ``file_ending`` (or every image suffix), or ``None``."""
+    name = path.name.lower()
+    for ending in (file_ending.lower(),) if file_ending else _IMAGE_SUFFIXES:
+        if name.endswith(ending) and len(name) > len(ending):
+            return path.name[len(path.name) - len(ending):]
+    return None
+
+
+def _image_files(folder: Path, file_ending: str | None) -> list[Path]:
+    return [p for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and _ending(p, file_ending) is not None]
+
+
+def _check_image(path: Path, array: np.ndarray) -> list[str]:
+    if array.ndim != 3:
+        return [f"{path}: is 4-D with {array.shape[3]} volumes (shape {array.shape}); each channel must be its "
+                "own 3-D file (_0000, _0001 …) — split it"]
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        return [f"{path}: has {bad} NaN/Inf voxel(s); replace them (e.g. with 0) and re-save"]
+    return []
+
+
+def _check_label(path: Path, array: np.ndarray, info: DatasetInfo, allowed: set[int]) -> list[str]:
+    n_classes = len(info.class_names)
+    if info.multi_label:
+        if array.ndim == 3 and n_classes == 1:  # read_volume returns a one-volume 4-D map as 3-D
+            array = array[..., None]
+        if array.ndim != 4 or array.shape[3] != n_classes:
+            return [f"{path}: multi-label map must be 4-D (X, Y, Z, {n_classes}), one channel per foreground "
+                    f"class; got shape {array.shape}"]
+        allowed = {0, 1}
+    elif array.ndim != 3:
+        return [f"{path}: label must be a 3-D integer map; got shape {array.shape} — for overlapping classes "
+                "set \"multi_label\": true in dataset.json"]
+    if not np.all(np.isfinite(array)):
+        return [f"{path}: label has NaN/Inf voxels; labels must be integers {sorted(allowed)}"]
+    values = np.unique(array)
+    if np.any(values != np.round(values)):
+        return [f"{path}: label has non-integer values (e.g. {values[values != np.round(values)][0]}); "
+                f"labels must be integers {sorted(allowed)}"]
+    extra = sorted(int(v) for v in values if int(v) not in allowed)
+    if extra:
+        return [f"{path}: label values {extra} are not declared in dataset.json (allowed {sorted(allowed)}); "
+                "fix the label or declare them"]
+    return []
+
+
+def _check_same_grid(path: Path, shape: tuple, affine: np.ndarray, ref_path: Path, ref_shape: tuple,
+                     ref_affine: np.ndarray) -> list[str]:
+    if tuple(shape) != tuple(ref_shape):
+        return [f"{path}: spatial shape {tuple(shape)} differs from {ref_path.name}'s {tuple(ref_shape)}; "
+                "resample it onto the same grid"]
+    spacing, ref_spacing = np.linalg.norm(affine[:3, :3], axis=0), np.linalg.norm(ref_affine[:3, :3], axis=0)
+    origin_mm = float(np.max(np.abs(affine[:3, 3] - ref_affine[:3, 3])))
+    direction = float(np.max(np.abs(affine[:3, :3] / spacing - ref_affine[:3, :3] / ref_spacing)))
+    spacing_rel = float(np.max(np.abs(spacing - ref_spacing) / ref_spacing))
+    if origin_mm > _TRANSLATION_TOL_MM or direction > _DIRECTION_TOL or spacing_rel > _SPACING_RTOL:
+        return [f"{path}: affine differs from {ref_path.name}'s (origin by {origin_mm:.3g} mm, direction cosines "
+                f"by {direction:.3g}, spacing by {spacing_rel:.3g} relative); resample or copy the geometry so "
+                "they match"]
+    return []

@@ -1,0 +1,69 @@
+"""Cases from a dataset folder → the model's tensors: read the files, plan the preprocessing from the
+training images (path 1) or take it from a checkpoint, and preprocess every case once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from vol25d.data.dataset import Case, DatasetInfo
+from vol25d.data.preprocess import PreprocessConfig, RestoreInfo, plan_from_volumes, preprocess_image, preprocess_label
+from vol25d.io import read_volume
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PreparedCase", "read_case_images", "prepare_cases"]
+
+
+@dataclass
+class PreparedCase:
+    """One preprocessed case: ``image`` float32 ``(C, D, H, W)``, ``label`` uint8 ``(K, D, H, W)``."""
+
+    name: str
+    image: torch.Tensor
+    label: torch.Tensor | None
+    info: RestoreInfo
+
+
+def read_case_images(case: Case) -> list:
+    """The case's channel images as :class:`~vol25d.io.Volume` s (3-D each)."""
+    return [read_volume(path) for path in case.image_paths]
+
+
+def _prepare(case: Case, dataset: DatasetInfo, config: PreprocessConfig, images=None) -> PreparedCase:
+    image, info = preprocess_image(images or read_case_images(case), config)
+    label = None
+    if case.label_path is not None:
+        label_volume = read_volume(case.label_path, dtype=None)
+        label = preprocess_label(label_volume, info, len(dataset.class_names), dataset.multi_label)
+    return PreparedCase(case.name, image, label, info)
+
+
+def prepare_cases(
+    dataset: DatasetInfo,
+    train_cases: list[Case],
+    val_cases: list[Case],
+    config: PreprocessConfig | None = None,
+    options: dict | None = None,
+) -> tuple[list[PreparedCase], list[PreparedCase], PreprocessConfig]:
+    """Preprocess the training and validation cases.
+
+    Args:
+        dataset: the dataset the cases belong to (class names, multi-label flag).
+        train_cases, val_cases: the split.
+        config: the preprocessing to apply; ``None`` plans it from the training images (path 1).
+        options: :class:`PreprocessConfig` fields fixed by the user when planning (``max_voxels`` …).
+
+    Returns:
+        ``(train, val, config)``.
+    """
+    images = [None] * len(train_cases)
+    if config is None:
+        images = [read_case_images(case) for case in train_cases]
+        config = plan_from_volumes(images, **(options or {}))
+        log.info("preprocessing planned: spacing %s mm, voxel cap %d", config.target_spacing_mm, config.max_voxels)
+    train = [_prepare(case, dataset, config, read) for case, read in zip(train_cases, images)]
+    val = [_prepare(case, dataset, config) for case in val_cases]
+    return train, val, config

@@ -1,0 +1,107 @@
+"""Score a folder of predictions against a folder of reference labels: per case and class Dice, HD95 (mm),
+clDice and volume difference; mean ± std per class; a printed table and a CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from vol25d.data.dataset import group_channel_files
+from vol25d.errors import InputError
+from vol25d.io import read_volume
+from vol25d.metrics import evaluate_case, summarise
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate_folders", "format_table"]
+
+_COLUMNS = ("case", "class", "dice", "hd95_mm", "cldice", "volume_pred_ml", "volume_ref_ml", "volume_diff_ml",
+            "relative_volume_difference")
+
+
+def _class_names(ref_dir: Path, ref_example) -> list[str]:
+    """Foreground class names from a ``dataset.json`` beside or above ``ref_dir``, else ``class_1 …``."""
+    for folder in (ref_dir, ref_dir.parent):
+        meta = folder / "dataset.json"
+        if meta.is_file():
+            labels = json.loads(meta.read_text()).get("labels", {})
+            ordered = sorted(((int(v), k) for k, v in labels.items() if int(v) > 0))
+            if ordered:
+                return [name for _, name in ordered]
+    array = ref_example.array
+    count = array.shape[3] if array.ndim == 4 else max(int(array.max()), 1)
+    return [f"class_{k}" for k in range(1, count + 1)]
+
+
+def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | Path | None = None):
+    """Evaluate every prediction in ``pred_dir`` against the reference of the same case name in ``ref_dir``.
+
+    Returns:
+        ``(rows, summary)``: one dict per case and class (see :func:`vol25d.metrics.evaluate_case`), and
+        :func:`vol25d.metrics.summarise` of them.
+    """
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    for folder, what in ((pred_dir, "--pred"), (ref_dir, "--ref")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{what} folder {folder} does not exist; pass a folder of label images")
+    # Label files are whole cases: a name ending in _0001 is a case, not a channel.
+    predictions = group_channel_files(pred_dir, split_channels=False)
+    references = group_channel_files(ref_dir, split_channels=False)
+    missing = sorted(set(predictions) - set(references))
+    if missing:
+        raise InputError(f"{ref_dir} has no reference for {missing[:5]}; name each prediction like its reference label")
+    if not predictions:
+        raise InputError(f"{pred_dir} holds no predictions")
+    rows, names = [], None
+    for case, (pred_path,) in ((c, p[:1]) for c, p in sorted(predictions.items())):
+        ref_path = references[case][0]
+        pred, ref = read_volume(pred_path), read_volume(ref_path)
+        if pred.shape != ref.shape:
+            raise InputError(f"{pred_path}: shape {pred.shape} differs from its reference {ref_path} {ref.shape}; predict on the reference's image")
+        names = names or _class_names(ref_dir, ref)
+        rows.extend(evaluate_case(pred.array, ref.array, ref.spacing, names, case_id=case))
+    summary = summarise(rows)
+    if csv_path is not None:
+        _write_csv(rows, Path(csv_path))
+    return rows, summary
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, _COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _number(value: float) -> str:
+    return "inf" if math.isinf(value) else "nan" if math.isnan(value) else f"{value:.3f}"
+
+
+def format_table(rows: list[dict], summary: dict) -> str:
+    """The per-case table, the mean ± std per class, and a last line ``mean Dice: 0.xxx``."""
+    lines = [f"{'case':<24} {'class':<14} {'Dice':>7} {'HD95 mm':>8} {'clDice':>7} {'ΔV mL':>8}"]
+    for row in rows:
+        lines.append(
+            f"{row['case']:<24} {row['class']:<14} {_number(row['dice']):>7} {_number(row['hd95_mm']):>8} "
+            f"{_number(row.get('cldice', math.nan)):>7} {_number(row['volume_diff_ml']):>8}"
+        )
+    lines.append("")
+    for name, metrics in summary.items():
+        parts = [f"{key} {_number(m['mean'])} ± {_number(m['std'])}" for key, m in metrics.items()
+                 if key in ("dice", "hd95_mm", "cldice", "volume_diff_ml")]
+        lines.append(f"{name}: " + ", ".join(parts))
+    mean_dice = sum(r["dice"] for r in rows) / len(rows)
+    lines.append(f"mean Dice: {mean_dice:.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""A picture to judge a segmentation by: MIPs of the image from a few angles with the predicted mask
+overlaid, and three orthogonal slices through the mask."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vol25d.data.orientation import to_canonical
+from vol25d.io import Volume
+from vol25d.ops import mip
+
+_ANGLES_DEG = (0, 45, 90, 135)
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(image, (1, 99.5))
+    return np.clip((image - low) / max(high - low, 1e-6), 0, 1)
+
+
+def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, threshold: float = 0.5) -> Path:
+    """Write a PNG: top row MIPs of the image at 0°, 45°, 90°, 135° about the rotation axis with the MIP of
+    the mask in colour; bottom row axial, coronal and sagittal slices through the mask's centre.
+
+    Args:
+        image: the input image (its first channel is shown).
+        probabilities: ``(X, Y, Z, K)`` on the image's grid.
+        path: the PNG to write (atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    array = image.array if image.array.ndim == 3 else image.array[..., 0]
+    volume, spacing, _ = to_canonical(array.astype(np.float32), image.affine)
+    masks, _, _ = to_canonical((probabilities >= threshold).astype(np.float32), image.affine)
+    mask = masks.max(axis=0)  # (K, D, H, W) → any class
+    angles = torch.tensor([math.radians(a) for a in _ANGLES_DEG])
+    views = mip(torch.from_numpy(np.ascontiguousarray(volume))[None, None], angles)[0, 0].numpy()
+    mask_views = mip(torch.from_numpy(np.ascontiguousarray(mask))[None, None], angles)[0, 0].numpy()
+    aspect = spacing[0] / spacing[1]  # D against the in-plane spacing
+
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    for ax, view, mask_view, angle in zip(axes[0], views, mask_views, _ANGLES_DEG):
+        ax.imshow(_normalise(view), cmap="gray", origin="lower", aspect=aspect)
+        ax.imshow(np.ma.masked_less(mask_view, 0.5), cmap="autumn", alpha=0.6, origin="lower", aspect=aspect)
+        ax.set_title(f"MIP {angle}°")
+    centre = [int(round(c.mean())) for c in np.nonzero(mask)] if mask.any() else [n // 2 for n in mask.shape]
+    slices = [
+        ("axial", volume[centre[0]], mask[centre[0]], 1.0),
+        ("coronal", volume[:, centre[1]], mask[:, centre[1]], aspect),
+        ("sagittal", volume[:, :, centre[2]], mask[:, :, centre[2]], aspect),
+    ]
+    for ax, (title, plane, plane_mask, ratio) in zip(axes[1], slices):
+        ax.imshow(_normalise(plane), cmap="gray", origin="lower", aspect=ratio)
+        ax.imshow(np.ma.masked_less(plane_mask, 0.5), cmap="autumn", alpha=0.5, origin="lower", aspect=ratio)
+        ax.set_title(title)
+    axes[1, 3].axis("off")
+    axes[1, 3].text(0.0, 0.5, f"{image.path.name if image.path else 'image'}\nmask: {int(mask.sum())} voxels "
+                    f"(threshold {threshold})", fontsize=11, va="center")
+    for ax in axes.ravel()[:7]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        fig.savefig(temp, dpi=80)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path

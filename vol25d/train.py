@@ -1,0 +1,406 @@
+"""The two-path training schedule of the random 2.5D U-Net, as a library function.
+
+- **Path 1** draws ``p`` of the ``m`` directions per step and trains U, F (and T unless frozen) end to end on
+  the 3-D Dice, optionally plus a Dice of U's views against the label's own MIPs (deep supervision).
+- **Path 2** starts from a path-1 checkpoint, freezes U, computes its views of every volume once (all ``m``
+  directions) and trains F and T on them.
+
+Both validate on held-out cases with all ``m`` directions and write the run folder of DESIGN.md:
+``pathN.pt`` (best validation Dice), ``pathN_last.pt`` (for ``resume``), ``pathN_metrics.csv``,
+``config.yaml``, TensorBoard events under ``tb/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import yaml
+from monai.losses import DiceLoss
+from tqdm import tqdm
+
+from vol25d.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from vol25d.data.augment import AugmentConfig, augment
+from vol25d.data.dataset import DatasetInfo, load_dataset, split_cases
+from vol25d.data.prepare import PreparedCase, prepare_cases
+from vol25d.data.preprocess import PreprocessConfig
+from vol25d.errors import InputError
+from vol25d.model import ModelConfig, Random25DUNet
+from vol25d.ops import mip
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "TrainResult", "train", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training path (saved in ``config.yaml`` and the checkpoints).
+
+    Attributes:
+        path: 1 (random views, U trainable) or 2 (all views, U frozen, trains F and T).
+        epochs: passes over the training cases; one optimiser step per training case per epoch.
+        lr: peak learning rate of AdamW for U (F and T use 10× in path 1; path 2 trains them at ``lr``); warm-up
+            over the first 5 % of steps, then cosine decay to 0. Default 1e-3 (path 1), 1e-2 (path 2).
+        weight_decay: AdamW's decoupled weight decay.
+        loss: ``"dice"`` (MONAI ``DiceLoss`` on the 3-D output) or ``"dice+bce"``.
+        view_loss_weight: weight of the auxiliary Dice of U's views against the label's MIPs (path 1 only).
+        train_head_in_path1: whether T trains in path 1 too (it always trains in path 2).
+        val_fraction: share of the cases held out for validation (split by case, seeded).
+        amp: bf16 autocast on CUDA.
+        device: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``.
+        seed: seeds weights, the split, the order of cases, the drawn directions and the augmentation.
+        augment: path-1 augmentation (path 2 trains on U's cached views, so none there).
+    """
+
+    path: Literal[1, 2] = 1
+    epochs: int = 100
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    loss: Literal["dice", "dice+bce"] = "dice"
+    view_loss_weight: float = 0.5
+    train_head_in_path1: bool = True
+    val_fraction: float = 0.2
+    amp: bool = True
+    device: str = "auto"
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if self.path not in (1, 2):
+            raise InputError(f"path must be 1 or 2; got {self.path!r}")
+        if self.epochs < 1:
+            raise InputError(f"epochs must be ≥ 1; got {self.epochs}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise InputError(f"val_fraction must be between 0 and 1; got {self.val_fraction}")
+        if self.loss not in ("dice", "dice+bce"):
+            raise InputError(f"loss must be 'dice' or 'dice+bce'; got {self.loss!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise InputError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
+        if self.lr is None:
+            object.__setattr__(self, "lr", 1e-3 if self.path == 1 else 1e-2)
+        if isinstance(self.augment, dict):
+            object.__setattr__(self, "augment", AugmentConfig(**self.augment))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a training path produced."""
+
+    checkpoint: Path
+    last_checkpoint: Path
+    epochs: int
+    best_dice: float
+    best_epoch: int
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(name)
+
+
+class _Objective:
+    """The loss: soft Dice on the 3-D output (optionally + BCE), plus the weighted Dice of U's views."""
+
+    def __init__(self, config: TrainConfig):
+        self.dice = DiceLoss(include_background=True, smooth_nr=1e-5, smooth_dr=1e-5)
+        self.bce = config.loss == "dice+bce"
+        self.view_weight = config.view_loss_weight if config.path == 1 else 0.0
+
+    def __call__(self, output, label, view_probabilities=None, label_views=None):
+        loss = self.dice(output, label)
+        if self.bce:
+            loss = loss + torch.nn.functional.binary_cross_entropy(output.clamp(1e-6, 1 - 1e-6), label)
+        if self.view_weight and view_probabilities is not None:
+            loss = loss + self.view_weight * self.dice(view_probabilities, label_views)
+        return loss
+
+
+def _schedule(optimizer, total_steps: int):
+    warmup = max(1, round(0.05 * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def _write_config(out: Path, section: str, values: dict) -> None:
+    path = out / "config.yaml"
+    current = yaml.safe_load(path.read_text()) if path.exists() else {}
+    current = current or {}
+    current[section] = values
+    temp = path.with_name(".config.yaml.tmp")
+    temp.write_text(yaml.safe_dump(current, sort_keys=False))
+    temp.replace(path)
+
+
+class _MetricsLog:
+    """``pathN_metrics.csv``: one row per epoch; on resume the rows after the resumed epoch are dropped."""
+
+    COLUMNS = ("epoch", "train_loss", "val_dice", "lr", "seconds")
+
+    def __init__(self, path: Path, keep_epochs: int):
+        self.path = path
+        rows = []
+        if keep_epochs and path.exists():
+            with path.open() as handle:
+                rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= keep_epochs]
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, self.COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: dict) -> None:
+        with self.path.open("a", newline="") as handle:
+            csv.DictWriter(handle, self.COLUMNS).writerow(row)
+
+
+def _checkpoint_values(model, dataset: DatasetInfo, preprocess: PreprocessConfig, config: TrainConfig, epoch, best):
+    return {
+        "path": config.path,
+        "model_config": model.config.to_dict(),
+        "preprocess": preprocess.to_dict(),
+        "class_names": list(dataset.class_names),
+        "channel_names": list(dataset.channel_names),
+        "multi_label": bool(dataset.multi_label),
+        "train_config": config.to_dict(),
+        "unet_frozen": config.path == 2,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "epoch": epoch,
+        "best_dice": best[0],
+        "best_epoch": best[1],
+    }
+
+
+def _check_init_fits(values: dict, dataset: DatasetInfo, init: Path) -> None:
+    if len(values["channel_names"]) != len(dataset.channel_names):
+        raise InputError(
+            f"{init} was trained on {len(values['channel_names'])} image channel(s) but {dataset.root} has "
+            f"{len(dataset.channel_names)}; train path 2 on the data path 1 used"
+        )
+    if list(values["class_names"]) != list(dataset.class_names):
+        raise InputError(
+            f"{init} segments {values['class_names']} but {dataset.root} labels {dataset.class_names}; "
+            "train path 2 on the data path 1 used"
+        )
+
+
+@torch.no_grad()
+def _view_cache(model: Random25DUNet, cases: list[PreparedCase], device, amp: bool) -> list[torch.Tensor]:
+    """Path 2: U's probabilities of every volume at all ``m`` directions, computed once, kept on ``device``."""
+    cached = []
+    for case in cases:
+        x = case.image[None].to(device)
+        parts = []
+        for start in range(0, model.angles.numel(), model.config.view_chunk):
+            angles = model.angles[start : start + model.config.view_chunk]
+            with _autocast(device, amp):
+                parts.append(model.view_probabilities(model.views(x, angles)).float())
+        cached.append(torch.cat(parts, dim=2))
+    return cached
+
+
+def _dice_per_class(prediction: torch.Tensor, reference: torch.Tensor) -> list[float]:
+    """Dice of each class of boolean ``(K, D, H, W)`` maps (1 where both are empty)."""
+    overlap = (prediction & reference).flatten(1).sum(1).double()
+    total = prediction.flatten(1).sum(1).double() + reference.flatten(1).sum(1).double()
+    return torch.where(total > 0, 2 * overlap / total.clamp(min=1), torch.ones_like(total)).tolist()
+
+
+@torch.no_grad()
+def _validate(model, cases, device, amp, cache=None) -> float:
+    if not cases:
+        return float("nan")
+    model.eval()
+    scores = []
+    for i, case in enumerate(cases):
+        x = case.image[None].to(device)
+        with _autocast(device, amp):
+            if cache is not None:
+                output = model.head(model.reconstruct(cache[i], model.angles, tuple(x.shape[-2:])))
+            else:
+                output = model(x)
+        scores.extend(_dice_per_class(output[0].float() >= 0.5, case.label.to(device).bool()))
+    return float(sum(scores) / len(scores))
+
+
+def train(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    *,
+    model_config: ModelConfig | None = None,
+    preprocess_options: dict | None = None,
+    init: str | Path | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> TrainResult:
+    """Train one path on an MSD-layout dataset and write its files into the run folder ``out_dir``.
+
+    Args:
+        data_dir: the dataset (``imagesTr/``, ``labelsTr/``, ``dataset.json``).
+        out_dir: the run folder.
+        config: the :class:`TrainConfig` (``config.path`` picks the path).
+        model_config: path 1: the model settings (``in_channels``/``out_channels`` are taken from the data).
+        preprocess_options: path 1: :class:`PreprocessConfig` fields to fix (the rest is planned from the data).
+        init: path 2: the path-1 checkpoint to start from (required).
+        resume: continue from ``out_dir/pathN_last.pt`` (model, optimiser, scheduler, epoch, RNG states).
+        quiet: no progress bar.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    start_time = time.perf_counter()
+    out = Path(out_dir)
+    tag = f"path{config.path}"
+    device = resolve_device(config.device)
+    dataset = load_dataset(data_dir)
+    train_cases, val_cases = split_cases(dataset.cases, config.val_fraction, config.seed)
+    torch.manual_seed(config.seed)
+
+    last_path = out / f"{tag}_last.pt"
+    resumed = None
+    if resume:
+        if not last_path.exists():
+            raise InputError(f"there is no {last_path} to resume from; run without --resume to start path {config.path}")
+        resumed = load_checkpoint(last_path)
+
+    if config.path == 1:
+        if resumed is not None:
+            model = model_from_checkpoint(resumed, last_path)
+            preprocess = PreprocessConfig.from_dict(resumed["preprocess"])
+        else:
+            settings = dataclasses.asdict(model_config or ModelConfig())
+            settings.update(in_channels=len(dataset.channel_names), out_channels=len(dataset.class_names))
+            model = Random25DUNet.from_config(ModelConfig(**settings))
+            preprocess = None
+    else:
+        if init is None:
+            raise InputError("path 2 starts from a path-1 checkpoint: pass --init RUN/path1.pt")
+        init_values = load_checkpoint(init)
+        _check_init_fits(init_values, dataset, Path(init))
+        model = model_from_checkpoint(resumed or init_values, last_path if resumed else init)
+        model.freeze_unet()
+        preprocess = PreprocessConfig.from_dict(init_values["preprocess"])
+
+    train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options)
+    model.to(device)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # F and T are a handful of parameters each with a scale of their own: they learn at 10× U's rate.
+    small = list(model.filtration.parameters())
+    if config.path == 2 or config.train_head_in_path1:
+        small += list(model.head.parameters())
+    else:
+        model.head.requires_grad_(False)
+    groups = [{"params": small, "lr": config.lr * (10 if config.path == 1 else 1), "weight_decay": 0.0}]
+    if config.path == 1:
+        groups.append({"params": list(model.unet.parameters()), "lr": config.lr})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = _schedule(optimizer, config.epochs * len(train_data))
+    shuffle = torch.Generator().manual_seed(config.seed)
+    model.seed_directions(config.seed)
+    start_epoch, best = 0, (float("-inf"), 0)
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        shuffle.set_state(resumed["rng"]["shuffle"])
+        model.generator.set_state(resumed["rng"]["directions"])
+        torch.set_rng_state(resumed["rng"]["torch"])
+        start_epoch, best = int(resumed["epoch"]), (float(resumed["best_dice"]), int(resumed["best_epoch"]))
+
+    _write_config(out, tag, {
+        "data": str(Path(data_dir).resolve()), "init": str(init) if init else None,
+        "train": config.to_dict(), "model": model.config.to_dict(), "preprocess": preprocess.to_dict(),
+        "classes": list(dataset.class_names), "channels": list(dataset.channel_names),
+        "split": {"train": [c.name for c in train_data], "val": [c.name for c in val_data]},
+        "device": str(device),
+    })
+    metrics = _MetricsLog(out / f"{tag}_metrics.csv", start_epoch)
+    from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
+
+    writer = SummaryWriter(str(out / "tb" / tag))
+    objective = _Objective(config)
+    amp = config.amp and device.type == "cuda"
+    cache = val_cache = None
+    if config.path == 2:
+        cache = _view_cache(model, train_data, device, amp)
+        val_cache = _view_cache(model, val_data, device, amp)
+    log.info(
+        "%s: %d training / %d validation cases, %d epochs of %d steps, device %s, lr %.2g",
+        tag, len(train_data), len(val_data), config.epochs, len(train_data), device, config.lr,
+    )
+
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(train_data), generator=shuffle).tolist()
+        losses = []
+        bar = tqdm(order, desc=f"{tag} epoch {epoch}/{config.epochs}", disable=quiet, leave=False, unit="vol")
+        for index in bar:
+            case = train_data[index]
+            label = case.label[None].to(device).float()
+            with _autocast(device, amp):
+                if config.path == 1:
+                    image = case.image[None].to(device)
+                    if config.augment.enabled:
+                        image, label = augment(image, label, config.augment)
+                    angles = model.draw_angles()
+                    output, views = model(image, angles, return_views=True)
+                    label_views = mip(label, angles.to(device)) if objective.view_weight else None
+                    loss = objective(output.float(), label, views.float(), label_views)
+                else:
+                    volume = model.reconstruct(cache[index], model.angles, tuple(case.image.shape[-2:]))
+                    loss = objective(model.head(volume).float(), label)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        val_dice = _validate(model, val_data, device, amp, val_cache)
+        train_loss = sum(losses) / len(losses)
+        seconds = time.perf_counter() - epoch_start
+        lr = scheduler.get_last_lr()[-1]
+        metrics.append({"epoch": epoch, "train_loss": f"{train_loss:.6f}", "val_dice": f"{val_dice:.6f}",
+                        "lr": f"{lr:.6g}", "seconds": f"{seconds:.2f}"})
+        writer.add_scalar(f"{tag}/train_loss", train_loss, epoch)
+        writer.add_scalar(f"{tag}/val_dice", val_dice, epoch)
+        writer.add_scalar(f"{tag}/lr", lr, epoch)
+        score = val_dice if not math.isnan(val_dice) else -train_loss
+        if score > best[0] or epoch == 1:
+            best = (score, epoch)
+            save_checkpoint(_checkpoint_values(model, dataset, preprocess, config, epoch, best), out / f"{tag}.pt")
+        values = _checkpoint_values(model, dataset, preprocess, config, epoch, best)
+        values.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng={
+            "shuffle": shuffle.get_state(), "directions": model.generator.get_state(), "torch": torch.get_rng_state()})
+        save_checkpoint(values, last_path)
+        log.info("%s epoch %d/%d: loss %.4f, validation Dice %.4f (%.1f s)", tag, epoch, config.epochs,
+                 train_loss, val_dice, seconds)
+    writer.close()
+    seconds = time.perf_counter() - start_time
+    log.info("%s done: best validation Dice %.4f at epoch %d → %s (%.0f s)", tag, best[0], best[1], out / f"{tag}.pt", seconds)
+    return TrainResult(out / f"{tag}.pt", last_path, config.epochs, best[0], best[1], seconds)
