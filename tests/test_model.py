@@ -133,3 +133,14 @@ def test_bad_input_names_the_problem():
         model(torch.rand(1, 2, 4, 8, 8))
     with pytest.raises(ValueError, match="5-D"):
         model(torch.rand(2, 8, 8, 8))
+
+
+@pytest.mark.parametrize("pool", ["avg", "learned", "none"])
+def test_head_pool_options_start_as_documented(pool):
+    model = Random25DUNet(1, 1, head_pool=pool, **SMALL)
+    volume = torch.zeros(1, 1, 8, 8, 8)
+    volume[0, 0, 4, 4, 4] = 1.0
+    logits = model.head.logits(volume)
+    centre = (logits[0, 0, 4, 4, 4] - model.head.shift) / model.head.scale
+    expected = {"avg": 1 / 27, "learned": 1 / 27, "none": 1.0}[pool]
+    assert torch.isclose(centre, torch.tensor(expected), atol=1e-6).all()

@@ -46,7 +46,9 @@ class TrainConfig:
 
     Attributes:
         path: 1 (random views, U trainable) or 2 (all views, U frozen, trains F and T).
-        epochs: passes over the training cases; one optimiser step per training case per epoch.
+        epochs: passes over the training cases.
+        steps_per_case: optimiser steps per training case per epoch, each on its own random views and
+            augmentation (path 1; path 2 always takes one step per case).
         lr: peak learning rate of AdamW for U (F and T use 10× in path 1; path 2 trains them at ``lr``); warm-up
             over the first 5 % of steps, then cosine decay to 0. Default 1e-3 (path 1), 1e-2 (path 2).
         weight_decay: AdamW's decoupled weight decay.
@@ -62,6 +64,7 @@ class TrainConfig:
 
     path: Literal[1, 2] = 1
     epochs: int = 100
+    steps_per_case: int = 4
     lr: float | None = None
     weight_decay: float = 1e-4
     loss: Literal["dice", "dice+bce"] = "dice"
@@ -78,6 +81,8 @@ class TrainConfig:
             raise InputError(f"path must be 1 or 2; got {self.path!r}")
         if self.epochs < 1:
             raise InputError(f"epochs must be ≥ 1; got {self.epochs}")
+        if self.steps_per_case < 1:
+            raise InputError(f"steps_per_case must be ≥ 1; got {self.steps_per_case}")
         if not 0.0 < self.val_fraction < 1.0:
             raise InputError(f"val_fraction must be between 0 and 1; got {self.val_fraction}")
         if self.loss not in ("dice", "dice+bce"):
@@ -320,7 +325,8 @@ def train(
     if config.path == 1:
         groups.append({"params": list(model.unet.parameters()), "lr": config.lr})
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _schedule(optimizer, config.epochs * len(train_data))
+    repeats = config.steps_per_case if config.path == 1 else 1
+    scheduler = _schedule(optimizer, config.epochs * len(train_data) * repeats)
     shuffle = torch.Generator().manual_seed(config.seed)
     model.seed_directions(config.seed)
     start_epoch, best = 0, (float("-inf"), 0)
@@ -351,13 +357,13 @@ def train(
         val_cache = _view_cache(model, val_data, device, amp)
     log.info(
         "%s: %d training / %d validation cases, %d epochs of %d steps, device %s, lr %.2g",
-        tag, len(train_data), len(val_data), config.epochs, len(train_data), device, config.lr,
+        tag, len(train_data), len(val_data), config.epochs, len(train_data) * repeats, device, config.lr,
     )
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
-        order = torch.randperm(len(train_data), generator=shuffle).tolist()
+        order = [i for _ in range(repeats) for i in torch.randperm(len(train_data), generator=shuffle).tolist()]
         losses = []
         bar = tqdm(order, desc=f"{tag} epoch {epoch}/{config.epochs}", disable=quiet, leave=False, unit="vol")
         for index in bar:

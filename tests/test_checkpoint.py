@@ -1,0 +1,55 @@
+"""Checkpoints: safe loading and clear errors for files that are not ours or do not fit."""
+
+import argparse
+
+import pytest
+import torch
+
+from vol25d.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from vol25d.errors import InputError
+from vol25d.model import Random25DUNet
+
+SMALL = dict(channels=(4, 8), strides=(2,), num_res_units=1, directions=4, views=2)
+
+
+def _values(model):
+    return {"model_config": model.config.to_dict(), "preprocess": {}, "class_names": ["vessel"],
+            "channel_names": ["MRA"], "state_dict": model.state_dict()}
+
+
+def test_round_trip_gives_the_same_weights(tmp_path):
+    model = Random25DUNet(1, 1, **SMALL)
+    path = save_checkpoint(_values(model), tmp_path / "run" / "path1.pt")
+    loaded = model_from_checkpoint(load_checkpoint(path), path)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["path1.pt"]  # no temp file left
+
+
+def test_a_pickled_object_is_refused(tmp_path):
+    # Any class outside torch's weights-only allow-list could run code when unpickled: it must be refused.
+    torch.save({"format": "vol25d-checkpoint", "payload": argparse.Namespace(command="rm -rf /")}, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match="evil.pt is not a vol25d checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_another_torch_file_is_not_ours(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="other.pt is not a vol25d checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pt does not exist"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_weights_that_do_not_fit_the_settings(tmp_path):
+    values = _values(Random25DUNet(1, 1, **SMALL))
+    values["model_config"]["out_channels"] = 3
+    path = save_checkpoint(values, tmp_path / "path2.pt")
+    with pytest.raises(InputError, match="wrong shape"):
+        model_from_checkpoint(load_checkpoint(path), path)
+    del values["state_dict"]["filtration.kernel"]
+    path = save_checkpoint(values, tmp_path / "path2.pt")
+    with pytest.raises(InputError, match="missing"):
+        model_from_checkpoint(load_checkpoint(path), path)
