@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -301,3 +303,16 @@ def test_submission_rows_validates_shape():
         submission_rows("case1_day0", np.zeros((5, 6, 4, 3), bool), [1, 2, 3])
     with pytest.raises(InputError, match=r"must be \(X, Y, Z, 3\)"):
         submission_rows("case1_day0", np.zeros((5, 6, 4)), [1, 2, 3, 4])
+
+
+def test_convert_gitract_command(competition, tmp_path):
+    src, _, _ = competition
+    result = subprocess.run([sys.executable, "-m", "vol25d", "-q", "convert-gitract", str(src), str(tmp_path / "msd")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "msd" / "dataset.json").read_text())["multi_label"] is True
+    check = subprocess.run([sys.executable, "-m", "vol25d", "check-data", str(tmp_path / "msd")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    missing = subprocess.run([sys.executable, "-m", "vol25d", "convert-gitract", str(tmp_path / "absent"), str(tmp_path / "x")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "absent" in missing.stderr and "Traceback" not in missing.stderr

@@ -1,0 +1,42 @@
+"""The data commands: make-phantoms and check-data, in subprocesses."""
+
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+
+
+def vol25d(*args):
+    return subprocess.run([sys.executable, "-m", "vol25d", *map(str, args)], capture_output=True, text=True)
+
+
+def test_make_phantoms_is_deterministic(tmp_path):
+    for name in ("a", "b"):
+        assert vol25d("-q", "make-phantoms", tmp_path / name, "--n", 2, "--size", 16, "--seed", 5).returncode == 0
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 5  # dataset.json, 2 images, 2 labels
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_check_data_passes_a_good_dataset(phantoms):
+    result = vol25d("check-data", phantoms)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.strip().endswith("every case is readable and consistent")
+
+
+def test_check_data_lists_every_problem_and_exits_1(phantoms, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(phantoms, broken)
+    (broken / "labelsTr" / "phantom_001.nii.gz").unlink()
+    image = nib.load(broken / "imagesTr" / "phantom_002_0000.nii.gz")
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    data[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(data, image.affine), broken / "imagesTr" / "phantom_002_0000.nii.gz")
+    result = vol25d("check-data", broken)
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert any("phantom_001" in line for line in lines)
+    assert any("phantom_002_0000.nii.gz" in line and "NaN" in line for line in lines)
+    assert "Traceback" not in result.stderr
