@@ -20,5 +20,5 @@ def phantoms(tmp_path_factory) -> Path:
 def tiny_config(tmp_path_factory) -> Path:
     """A YAML config with a small U-Net, few directions and light augmentation (CPU-fast)."""
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"amp": False}}))
+    path.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"amp": False, "steps_per_case": 1}}))
     return path

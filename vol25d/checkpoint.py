@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from vol25d import __version__
 from vol25d.errors import InputError
+from vol25d.files import atomic_path
 from vol25d.model import ModelConfig, Random25DUNet
 
 FORMAT = "vol25d-checkpoint"
@@ -27,16 +27,8 @@ _REQUIRED = ("format", "version", "model_config", "preprocess", "class_names", "
 def save_checkpoint(values: dict, path: str | os.PathLike) -> Path:
     """Write ``values`` (plus the format tag and version) to ``path`` atomically: temp file, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": __version__, **values}
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(payload, temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        torch.save({"format": FORMAT, "version": __version__, **values}, temporary)
     return path
 
 

@@ -48,7 +48,7 @@ def _cmd_train(args) -> int:
         raise FileNotFoundError(f"data folder {args.data} does not exist; pass a dataset in the MSD layout (vol25d make-phantoms makes one)")
     file = _config_file(args.config)
     train_values = dict(file.get("train", {}))
-    for key in ("epochs", "lr", "seed", "device"):
+    for key in ("epochs", "steps_per_case", "lr", "seed", "device"):
         if getattr(args, key) is not None:
             train_values[key] = getattr(args, key)
     if args.amp is not None:
@@ -135,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("train", help="train path 1 (random views) or path 2 (all views, U frozen)",
-                            description="Train one path. An epoch is one pass over the training cases: one optimiser "
-                            "step (one volume) per training case. Settings come from the defaults, then --config, "
-                            "then these flags.")
+                            description="Train one path. An epoch is one pass over the training cases with "
+                            "--steps-per-case optimiser steps (one volume each, default 4) per case; in path 1 each "
+                            "step draws its own p views and augmentation. Settings come from the defaults, then "
+                            "--config, then these flags.")
     p.add_argument("--path", type=int, choices=(1, 2), required=True, help="1: U, F, T on p random views; 2: F, T on all m views")
     p.add_argument("--data", required=True, help="dataset folder in the MSD layout (imagesTr, labelsTr, dataset.json)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics CSV, config.yaml, tb/)")
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, help="p, directions drawn per path-1 step (default 8)")
     p.add_argument("--projection", choices=("mip", "sum"), help="maximum intensity (default) or sum projection")
     p.add_argument("--epochs", type=int, help="passes over the training cases (default 100)")
+    p.add_argument("--steps-per-case", type=int, help="optimiser steps per training case per epoch (default 4)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 path 1, 1e-2 path 2)")
     p.add_argument("--device", help="auto (default: CUDA when available), cuda or cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA (default on)")

@@ -7,12 +7,11 @@ import csv
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from vol25d.data.dataset import group_channel_files
 from vol25d.errors import InputError
+from vol25d.files import atomic_path
 from vol25d.io import read_volume
 from vol25d.metrics import evaluate_case, summarise
 
@@ -72,17 +71,10 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | 
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            writer = csv.DictWriter(stream, _COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, _COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _number(value: float) -> str:

@@ -4,14 +4,13 @@ overlaid, and three orthogonal slices through the mask."""
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vol25d.data.orientation import to_canonical
+from vol25d.files import atomic_path
 from vol25d.io import Volume
 from vol25d.ops import mip
 
@@ -69,14 +68,9 @@ def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, thr
         ax.set_yticks([])
     fig.tight_layout()
     path = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        fig.savefig(temp, dpi=80)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, dpi=80)
     finally:
         plt.close(fig)
     return path

@@ -32,6 +32,7 @@ from vol25d.data.dataset import DatasetInfo, load_dataset, split_cases
 from vol25d.data.prepare import PreparedCase, prepare_cases
 from vol25d.data.preprocess import PreprocessConfig
 from vol25d.errors import InputError
+from vol25d.files import atomic_path
 from vol25d.model import ModelConfig, Random25DUNet
 from vol25d.ops import mip
 
@@ -47,8 +48,8 @@ class TrainConfig:
     Attributes:
         path: 1 (random views, U trainable) or 2 (all views, U frozen, trains F and T).
         epochs: passes over the training cases.
-        steps_per_case: optimiser steps per training case per epoch, each on its own random views and
-            augmentation (path 1; path 2 always takes one step per case).
+        steps_per_case: optimiser steps per training case per epoch (path 1: each on its own random views
+            and augmentation; path 2: on the cached views of all ``m`` directions).
         lr: peak learning rate of AdamW for U (F and T use 10× in path 1; path 2 trains them at ``lr``); warm-up
             over the first 5 % of steps, then cosine decay to 0. Default 1e-3 (path 1), 1e-2 (path 2).
         weight_decay: AdamW's decoupled weight decay.
@@ -157,9 +158,8 @@ def _write_config(out: Path, section: str, values: dict) -> None:
     current = yaml.safe_load(path.read_text()) if path.exists() else {}
     current = current or {}
     current[section] = values
-    temp = path.with_name(".config.yaml.tmp")
-    temp.write_text(yaml.safe_dump(current, sort_keys=False))
-    temp.replace(path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(yaml.safe_dump(current, sort_keys=False))
 
 
 class _MetricsLog:
@@ -325,7 +325,7 @@ def train(
     if config.path == 1:
         groups.append({"params": list(model.unet.parameters()), "lr": config.lr})
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    repeats = config.steps_per_case if config.path == 1 else 1
+    repeats = config.steps_per_case
     scheduler = _schedule(optimizer, config.epochs * len(train_data) * repeats)
     shuffle = torch.Generator().manual_seed(config.seed)
     model.seed_directions(config.seed)

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from vol25d.errors import InputError
+from vol25d.files import atomic_path
 from vol25d.io import Volume, write_volume
 
 __all__ = [
@@ -351,9 +351,8 @@ def _dataset_json(num_training: int, num_test: int) -> dict:
 
 
 def _write_json(data: dict, path: Path) -> None:
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def convert_gitract(src: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -468,15 +467,44 @@ def write_submission(rows: Iterable[tuple[str, str, str]], path: str | os.PathLi
         ``path`` as a Path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        with temporary.open("w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(("id", "class", "predicted"))
-            writer.writerows(rows)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("id", "class", "predicted"))
+        writer.writerows(rows)
     return path
+
+
+def submission_rows_for_test_set(src: str | os.PathLike, segment) -> list[tuple[str, str, str]]:
+    """Segment every test case-day of the competition folder and return its submission rows.
+
+    Each ``src/test/<case>/<case_day>`` is read with :func:`read_gitract_test_case`, passed to ``segment``,
+    and its mask encoded with :func:`submission_rows`: one row per slice PNG under ``test/`` and class, the
+    ids taken from the file names, in the order of :func:`list_test_slices`.
+
+    Args:
+        src: the competition folder. ``test/`` may be absent or empty (Kaggle's public run of a code
+            competition notebook): then there are no rows.
+        segment: a function from a case-day image :class:`~vol25d.io.Volume` ``(X, Y, Z)`` to its bool/uint8
+            mask ``(X, Y, Z, 3)`` on the same grid, channels :data:`CLASSES`; e.g.
+            ``lambda image: predictor.labels(predictor.probabilities([image]))`` with a
+            :class:`vol25d.infer.Predictor`.
+
+    Returns:
+        ``[(id, class, rle), …]`` for :func:`write_submission`.
+
+    Raises:
+        InputError: ``segment`` returned a mask of another shape (naming the case-day and both shapes).
+    """
+    rows: list[tuple[str, str, str]] = []
+    for case_day_dir in _case_day_dirs(Path(src) / "test"):
+        image, slices = read_gitract_test_case(case_day_dir)
+        pred = np.asarray(segment(image))
+        expected = (*image.shape, len(CLASSES))
+        if pred.shape != expected:
+            raise InputError(
+                f"{case_day_dir.name}: segment returned a mask of shape {pred.shape}; expected {expected}, "
+                "(X, Y, Z, classes) on the grid of the image it was given"
+            )
+        rows += submission_rows(case_day_dir.name, pred, [s.number for s in slices])
+        log.info("%s: segmented %d test slices", case_day_dir.name, len(slices))
+    return rows
