@@ -316,3 +316,30 @@ def test_convert_gitract_command(competition, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "vol25d", "convert-gitract", str(tmp_path / "absent"), str(tmp_path / "x")],
                              capture_output=True, text=True)
     assert missing.returncode == 1 and "absent" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_submission_rows_for_test_set(competition, tmp_path):
+    from vol25d.data.gitract import submission_rows_for_test_set
+
+    src, pixels, _ = competition
+    seen = []
+
+    def segment(image):  # bright pixels are stomach, dark ones large bowel, small bowel stays empty
+        seen.append(image.shape)
+        array = image.array
+        return np.stack([array < 20000, np.zeros_like(array, bool), array > 50000], axis=-1)
+
+    rows = submission_rows_for_test_set(src, segment)
+    assert seen == [(40, 32, 6)]
+    ids = [s.id for s in list_test_slices(src)]
+    assert [(r[0], r[1]) for r in rows] == [(i, name) for i in ids for name in CLASSES]
+    for slice_id, name, rle in rows:
+        png = pixels[slice_id]  # (H, W) = (32, 40)
+        expected = {"large_bowel": png < 20000, "small_bowel": np.zeros_like(png, bool), "stomach": png > 50000}
+        np.testing.assert_array_equal(rle_decode(rle, png.shape), expected[name])
+    assert all(rle == "" for _, name, rle in rows if name == "small_bowel")
+
+    with pytest.raises(InputError, match=r"case3_day2: segment returned a mask of shape \(32, 40, 6, 3\); "
+                                         r"expected \(40, 32, 6, 3\)"):
+        submission_rows_for_test_set(src, lambda image: np.zeros((32, 40, 6, 3), bool))
+    assert submission_rows_for_test_set(tmp_path / "nowhere", segment) == []
