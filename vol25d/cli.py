@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,11 @@ def _config_file(path: str | None) -> dict:
     if not isinstance(values, dict) or unknown:
         raise InputError(f"{file}: top-level keys must be among train, model, preprocess, augment; got {unknown}")
     return values
+
+
+def _torchrun_rank() -> int:
+    """This process's rank when ``torchrun`` started it, else 0: rank 0 speaks for all the processes."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def _cmd_train(args) -> int:
@@ -68,8 +74,9 @@ def _cmd_train(args) -> int:
         raise InputError("path 2 keeps the model settings of its --init checkpoint; drop --directions/--views/--projection")
     result = train(args.data, args.out, config, model_config=model, preprocess_options=file.get("preprocess"),
                    init=args.init, resume=args.resume, quiet=args.quiet)
-    print(f"path {args.path}: {result.epochs} epochs in {result.seconds:.0f} s, best validation Dice "
-          f"{result.best_dice:.4f} at epoch {result.best_epoch} → {result.checkpoint}")
+    if _torchrun_rank() == 0:
+        print(f"path {args.path}: {result.epochs} epochs in {result.seconds:.0f} s, best validation Dice "
+              f"{result.best_dice:.4f} at epoch {result.best_epoch} → {result.checkpoint}")
     return 0
 
 
@@ -200,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet or _torchrun_rank() else logging.INFO
     logging.basicConfig(level=level, format="%(message)s")
     try:
         return args.run(args)

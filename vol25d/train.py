@@ -8,6 +8,10 @@
 Both validate on held-out cases with all ``m`` directions and write the run folder of DESIGN.md:
 ``pathN.pt`` (best validation Dice), ``pathN_last.pt`` (for ``resume``), ``pathN_metrics.csv``,
 ``config.yaml``, TensorBoard events under ``tb/``.
+
+Under ``torchrun`` (several processes, one GPU each; :mod:`vol25d.distributed`) every optimiser step
+averages the gradients of one volume per process (DistributedDataParallel); rank 0 alone validates, logs
+and writes the run folder, whose files are the same as a single process writes.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from typing import Literal
 import torch
 import yaml
 from monai.losses import DiceLoss
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from vol25d import distributed
 from vol25d.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from vol25d.data.augment import AugmentConfig, augment
 from vol25d.data.dataset import DatasetInfo, load_dataset, split_cases
@@ -228,6 +234,26 @@ def _view_cache(model: Random25DUNet, cases: list[PreparedCase], device, amp: bo
     return cached
 
 
+class _CachedViewsStep(torch.nn.Module):
+    """Path 2's training forward, T ∘ R ∘ F on U's cached views, as a module so that DDP can wrap it.
+
+    U's weights need no gradient, so DDP leaves them out of its all-reduce; F and T are used at every step,
+    so it needs no ``find_unused_parameters`` (and its extra pass over the graph).
+    """
+
+    def __init__(self, model: Random25DUNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, probabilities: torch.Tensor, plane: tuple[int, int]) -> torch.Tensor:
+        return self.model.head(self.model.reconstruct(probabilities, self.model.angles, plane))
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Seed of process ``rank``'s augmentation and directions: ``seed`` itself on rank 0, as in a single process."""
+    return seed + 1_000_003 * rank
+
+
 def _dice_per_class(prediction: torch.Tensor, reference: torch.Tensor) -> list[float]:
     """Dice of each class of boolean ``(K, D, H, W)`` maps (1 where both are empty)."""
     overlap = (prediction & reference).flatten(1).sum(1).double()
@@ -275,16 +301,32 @@ def train(
         resume: continue from ``out_dir/pathN_last.pt`` (model, optimiser, scheduler, epoch, RNG states).
         quiet: no progress bar.
 
+    Under ``torchrun`` each process trains on its share of the cases and DDP averages the gradients (one
+    volume per process per step; the learning rate is not scaled); each process draws its own directions and
+    augmentation. Rank 0 validates, logs and writes the run folder; ``resume`` needs as many processes as
+    the run had.
+
     Returns:
-        A :class:`TrainResult`.
+        A :class:`TrainResult` (the same on every process).
     """
+    device, created = distributed.setup(resolve_device(config.device))
+    try:
+        return _train(data_dir, out_dir, config, device, model_config, preprocess_options, init, resume, quiet)
+    finally:
+        distributed.cleanup(created)
+
+
+def _train(data_dir, out_dir, config, device, model_config, preprocess_options, init, resume, quiet) -> TrainResult:
     start_time = time.perf_counter()
     out = Path(out_dir)
     tag = f"path{config.path}"
-    device = resolve_device(config.device)
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
     dataset = load_dataset(data_dir)
     train_cases, val_cases = split_cases(dataset.cases, config.val_fraction, config.seed)
-    torch.manual_seed(config.seed)
+    # Each process draws its own augmentation (and directions, below), rank 0 exactly as a single process;
+    # fresh weights differ per process only until DDP copies rank 0's to all when it wraps the model.
+    torch.manual_seed(_rank_seed(config.seed, rank))
 
     last_path = out / f"{tag}_last.pt"
     resumed = None
@@ -292,6 +334,11 @@ def train(
         if not last_path.exists():
             raise InputError(f"there is no {last_path} to resume from; run without --resume to start path {config.path}")
         resumed = load_checkpoint(last_path)
+        if int(resumed.get("world_size", 1)) != world:
+            raise InputError(
+                f"{last_path} was saved by a run on {resumed.get('world_size', 1)} process(es) but this one has "
+                f"{world}; resume with as many (torchrun --nproc_per_node), or start a new run folder"
+            )
 
     if config.path == 1:
         if resumed is not None:
@@ -313,7 +360,8 @@ def train(
 
     train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options)
     model.to(device)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
 
     # F and T are a handful of parameters each with a scale of their own: they learn at 10× U's rate.
     small = list(model.filtration.parameters())
@@ -326,46 +374,68 @@ def train(
         groups.append({"params": list(model.unet.parameters()), "lr": config.lr})
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     repeats = config.steps_per_case
-    scheduler = _schedule(optimizer, config.epochs * len(train_data) * repeats)
+    # Path 1 deals each epoch's shuffled cases out to the processes, as DistributedSampler does; path 2 gives
+    # each process a fixed share (it caches U's views of those cases only) and shuffles within it. The
+    # shuffle generator is seeded alike on every process, so all draw the same permutation.
+    owned = distributed.shard(list(range(len(train_data))), rank, world)
+    steps_per_epoch = math.ceil(len(train_data) * repeats / world) if config.path == 1 else len(owned) * repeats
+    scheduler = _schedule(optimizer, config.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(config.seed)
-    model.seed_directions(config.seed)
+    model.seed_directions(_rank_seed(config.seed, rank))
     start_epoch, best = 0, (float("-inf"), 0)
     if resumed is not None:
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
+        own_rng = resumed["rng"]["ranks"][rank] if world > 1 else resumed["rng"]
         shuffle.set_state(resumed["rng"]["shuffle"])
-        model.generator.set_state(resumed["rng"]["directions"])
-        torch.set_rng_state(resumed["rng"]["torch"])
+        model.generator.set_state(own_rng["directions"])
+        torch.set_rng_state(own_rng["torch"])
         start_epoch, best = int(resumed["epoch"]), (float(resumed["best_dice"]), int(resumed["best_epoch"]))
 
-    _write_config(out, tag, {
-        "data": str(Path(data_dir).resolve()), "init": str(init) if init else None,
-        "train": config.to_dict(), "model": model.config.to_dict(), "preprocess": preprocess.to_dict(),
-        "classes": list(dataset.class_names), "channels": list(dataset.channel_names),
-        "split": {"train": [c.name for c in train_data], "val": [c.name for c in val_data]},
-        "device": str(device),
-    })
-    metrics = _MetricsLog(out / f"{tag}_metrics.csv", start_epoch)
-    from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
+    metrics = writer = None
+    if main:
+        _write_config(out, tag, {
+            "data": str(Path(data_dir).resolve()), "init": str(init) if init else None,
+            "train": config.to_dict(), "model": model.config.to_dict(), "preprocess": preprocess.to_dict(),
+            "classes": list(dataset.class_names), "channels": list(dataset.channel_names),
+            "split": {"train": [c.name for c in train_data], "val": [c.name for c in val_data]},
+            "device": str(device), "processes": world, "volumes_per_step": world,
+        })
+        metrics = _MetricsLog(out / f"{tag}_metrics.csv", start_epoch)
+        from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
 
-    writer = SummaryWriter(str(out / "tb" / tag))
+        writer = SummaryWriter(str(out / "tb" / tag))
     objective = _Objective(config)
     amp = config.amp and device.type == "cuda"
     cache = val_cache = None
     if config.path == 2:
-        cache = _view_cache(model, train_data, device, amp)
-        val_cache = _view_cache(model, val_data, device, amp)
-    log.info(
-        "%s: %d training / %d validation cases, %d epochs of %d steps, device %s, lr %.2g",
-        tag, len(train_data), len(val_data), config.epochs, len(train_data) * repeats, device, config.lr,
-    )
+        mine = sorted(set(owned))
+        cache = dict(zip(mine, _view_cache(model, [train_data[i] for i in mine], device, amp)))
+        val_cache = _view_cache(model, val_data, device, amp) if main else None
+    net = model if config.path == 1 else _CachedViewsStep(model)
+    if world > 1:
+        # Copies rank 0's weights to every process, then averages the gradients at every backward.
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if main:
+        log.info(
+            "%s: %d training / %d validation cases, %d epochs of %d steps, device %s, %d process(es): "
+            "%d volume(s) per optimiser step, lr %.2g (not scaled with the number of processes)",
+            tag, len(train_data), len(val_data), config.epochs, steps_per_epoch, device, world, world, config.lr,
+        )
+        if len(train_data) < world:
+            log.warning("%d training cases for %d processes: some processes repeat cases in every epoch",
+                        len(train_data), world)
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        model.train()
-        order = [i for _ in range(repeats) for i in torch.randperm(len(train_data), generator=shuffle).tolist()]
+        net.train()
+        if config.path == 1:
+            everyone = [i for _ in range(repeats) for i in torch.randperm(len(train_data), generator=shuffle).tolist()]
+            order = distributed.shard(everyone, rank, world)
+        else:
+            order = [owned[j] for _ in range(repeats) for j in torch.randperm(len(owned), generator=shuffle).tolist()]
         losses = []
-        bar = tqdm(order, desc=f"{tag} epoch {epoch}/{config.epochs}", disable=quiet, leave=False, unit="vol")
+        bar = tqdm(order, desc=f"{tag} epoch {epoch}/{config.epochs}", disable=quiet or not main, leave=False, unit="vol")
         for index in bar:
             case = train_data[index]
             label = case.label[None].to(device).float()
@@ -375,38 +445,43 @@ def train(
                     if config.augment.enabled:
                         image, label = augment(image, label, config.augment)
                     angles = model.draw_angles()
-                    output, views = model(image, angles, return_views=True)
+                    output, views = net(image, angles, return_views=True)
                     label_views = mip(label, angles.to(device)) if objective.view_weight else None
                     loss = objective(output.float(), label, views.float(), label_views)
                 else:
-                    volume = model.reconstruct(cache[index], model.angles, tuple(case.image.shape[-2:]))
-                    loss = objective(model.head(volume).float(), label)
+                    loss = objective(net(cache[index], tuple(case.image.shape[-2:])).float(), label)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        val_dice = _validate(model, val_data, device, amp, val_cache)
-        train_loss = sum(losses) / len(losses)
-        seconds = time.perf_counter() - epoch_start
-        lr = scheduler.get_last_lr()[-1]
-        metrics.append({"epoch": epoch, "train_loss": f"{train_loss:.6f}", "val_dice": f"{val_dice:.6f}",
-                        "lr": f"{lr:.6g}", "seconds": f"{seconds:.2f}"})
-        writer.add_scalar(f"{tag}/train_loss", train_loss, epoch)
-        writer.add_scalar(f"{tag}/val_dice", val_dice, epoch)
-        writer.add_scalar(f"{tag}/lr", lr, epoch)
-        score = val_dice if not math.isnan(val_dice) else -train_loss
-        if score > best[0] or epoch == 1:
-            best = (score, epoch)
-            save_checkpoint(_checkpoint_values(model, dataset, preprocess, config, epoch, best), out / f"{tag}.pt")
-        values = _checkpoint_values(model, dataset, preprocess, config, epoch, best)
-        values.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng={
-            "shuffle": shuffle.get_state(), "directions": model.generator.get_state(), "torch": torch.get_rng_state()})
-        save_checkpoint(values, last_path)
-        log.info("%s epoch %d/%d: loss %.4f, validation Dice %.4f (%.1f s)", tag, epoch, config.epochs,
-                 train_loss, val_dice, seconds)
-    writer.close()
+        train_loss = distributed.mean(sum(losses) / len(losses), device)
+        own_rng = {"directions": model.generator.get_state(), "torch": torch.get_rng_state()}
+        every_rng = distributed.gather(own_rng) if world > 1 else None
+        if main:
+            val_dice = _validate(model, val_data, device, amp, val_cache)
+            seconds = time.perf_counter() - epoch_start
+            lr = scheduler.get_last_lr()[-1]
+            metrics.append({"epoch": epoch, "train_loss": f"{train_loss:.6f}", "val_dice": f"{val_dice:.6f}",
+                            "lr": f"{lr:.6g}", "seconds": f"{seconds:.2f}"})
+            writer.add_scalar(f"{tag}/train_loss", train_loss, epoch)
+            writer.add_scalar(f"{tag}/val_dice", val_dice, epoch)
+            writer.add_scalar(f"{tag}/lr", lr, epoch)
+            score = val_dice if not math.isnan(val_dice) else -train_loss
+            if score > best[0] or epoch == 1:
+                best = (score, epoch)
+                save_checkpoint(_checkpoint_values(model, dataset, preprocess, config, epoch, best), out / f"{tag}.pt")
+            values = _checkpoint_values(model, dataset, preprocess, config, epoch, best)
+            rng = {"shuffle": shuffle.get_state(), **own_rng, **({"ranks": every_rng} if every_rng else {})}
+            values.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng, world_size=world)
+            save_checkpoint(values, last_path)
+            log.info("%s epoch %d/%d: loss %.4f, validation Dice %.4f (%.1f s)", tag, epoch, config.epochs,
+                     train_loss, val_dice, seconds)
+        distributed.barrier()  # the others wait while rank 0 validates and writes
+    best = distributed.broadcast(best)
     seconds = time.perf_counter() - start_time
-    log.info("%s done: best validation Dice %.4f at epoch %d → %s (%.0f s)", tag, best[0], best[1], out / f"{tag}.pt", seconds)
+    if main:
+        writer.close()
+        log.info("%s done: best validation Dice %.4f at epoch %d → %s (%.0f s)", tag, best[0], best[1], out / f"{tag}.pt", seconds)
     return TrainResult(out / f"{tag}.pt", last_path, config.epochs, best[0], best[1], seconds)
