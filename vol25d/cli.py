@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--projection", choices=("mip", "sum"), help="maximum intensity (default) or sum projection")
     p.add_argument("--epochs", type=int, help="passes over the training cases (default 100)")
     p.add_argument("--steps-per-case", type=int, help="optimiser steps per training case per epoch (default 4)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3 path 1, 1e-2 path 2)")
+    p.add_argument("--lr", type=float, help="peak learning rate of U (default 3e-3; F and T learn at 10× in path 1)")
     p.add_argument("--device", help="auto (default: CUDA when available), cuda or cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA (default on)")
     p.add_argument("--seed", type=int, help="seed of weights, split, order, views and augmentation (default 0)")

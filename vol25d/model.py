@@ -24,7 +24,7 @@ __all__ = ["ModelConfig", "Random25DUNet", "ViewUNet", "Filtration", "Head"]
 _PROJECTIONS = ("mip", "sum")
 _ACTIVATIONS = ("sigmoid", "softmax")
 _HEAD_NORMS = ("affine", "instance")
-_HEAD_POOLS = ("learned", "avg", "none")
+_HEAD_POOLS = ("none", "avg", "learned")
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,12 @@ class ModelConfig:
         activation: ``"sigmoid"`` (one probability per class, classes may overlap) or ``"softmax"``
             (exclusive classes, with an implicit background logit of 0).
         head_norm: ``"affine"`` (per-class ``γ·r + β``) or ``"instance"`` (instance norm with affine).
-            Measured (experiments/results/head.md): affine trains faster and higher.
-        head_pool: T's 3-D smoothing: ``"avg"`` (3×3×3 average pooling, as the seed method), ``"learned"``
-            (a 3×3×3 per-class convolution initialised to that average, free to sharpen; the default: the
-            fixed average blurs sub-voxel vessels away) or ``"none"``.
+            Measured (experiments/results/tuning.md): affine trains faster and higher.
+        head_pool: T's 3-D smoothing: ``"none"`` (the default), ``"avg"`` (3×3×3 average pooling, as the seed
+            method) or ``"learned"`` (a 3×3×3 per-class convolution initialised to that average). On the
+            phantoms the average blurs sub-voxel vessels away: with perfect views the best Dice drops from
+            0.79 to 0.53, and trained end to end ``"none"`` reached 0.41 validation Dice where ``"learned"``
+            reached 0.39 and, with Dice loss alone, 0.06 (experiments/results/tuning.md).
         view_chunk: views pushed through U at once at inference (bounds memory).
         checkpoint_views: in training, recompute U's activations in the backward over chunks of this many
             views (activation checkpointing); ``0`` keeps them.
@@ -62,7 +64,7 @@ class ModelConfig:
     filter_radius: int = 96
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
     head_norm: Literal["affine", "instance"] = "affine"
-    head_pool: Literal["learned", "avg", "none"] = "learned"
+    head_pool: Literal["none", "avg", "learned"] = "none"
     view_chunk: int = 16
     checkpoint_views: int = 0
 
@@ -146,7 +148,7 @@ class Filtration(nn.Module):
 class Head(nn.Module):
     """T: 3-D smoothing (kernel 3, stride 1, same size) → learnable normalisation → activation."""
 
-    def __init__(self, classes: int, norm: str, activation: str, pool: str = "learned"):
+    def __init__(self, classes: int, norm: str, activation: str, pool: str = "none"):
         super().__init__()
         self.activation = activation
         self.pool = pool
@@ -158,7 +160,7 @@ class Head(nn.Module):
         else:
             self.norm = None
             # Starts as a steep soft threshold at 0.15 of the reconstructed ray-hit probability, where the
-            # filtered back-projection of thin vessels' views lands (experiments/results/head.md).
+            # filtered back-projection of thin vessels' views lands (experiments/results/tuning.md).
             self.scale = nn.Parameter(torch.full((classes,), 20.0))
             self.shift = nn.Parameter(torch.full((classes,), -3.0))
 
