@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train path 1 (random views) or path 2 (all views, U frozen)",
                             description="Train one path. An epoch is one pass over the training cases with "
-                            "--steps-per-case optimiser steps (one volume each, default 4) per case; in path 1 each "
+                            "--steps-per-case optimiser steps (one volume each, default 12) per case; in path 1 each "
                             "step draws its own p views and augmentation. Settings come from the defaults, then "
                             "--config, then these flags.")
     p.add_argument("--path", type=int, choices=(1, 2), required=True, help="1: U, F, T on p random views; 2: F, T on all m views")
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, help="p, directions drawn per path-1 step (default 8)")
     p.add_argument("--projection", choices=("mip", "sum"), help="maximum intensity (default) or sum projection")
     p.add_argument("--epochs", type=int, help="passes over the training cases (default 100)")
-    p.add_argument("--steps-per-case", type=int, help="optimiser steps per training case per epoch (default 4)")
+    p.add_argument("--steps-per-case", type=int, help="optimiser steps per training case per epoch (default 12)")
     p.add_argument("--lr", type=float, help="peak learning rate of U (default 3e-3; F and T learn at 10× in path 1)")
     p.add_argument("--device", help="auto (default: CUDA when available), cuda or cpu")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA (default on)")

@@ -48,7 +48,8 @@ def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, thr
     fig, axes = plt.subplots(2, 4, figsize=(16, 8))
     for ax, view, mask_view, angle in zip(axes[0], views, mask_views, _ANGLES_DEG):
         ax.imshow(_normalise(view), cmap="gray", origin="lower", aspect=aspect)
-        ax.imshow(np.ma.masked_less(mask_view, 0.5), cmap="autumn", alpha=0.6, origin="lower", aspect=aspect)
+        ax.imshow(np.ma.masked_where(mask_view < 0.5, np.ones_like(mask_view)), cmap="autumn", vmin=0, vmax=1,
+                  alpha=0.6, origin="lower", aspect=aspect)
         ax.set_title(f"MIP {angle}°")
     centre = [int(round(c.mean())) for c in np.nonzero(mask)] if mask.any() else [n // 2 for n in mask.shape]
     slices = [
@@ -58,7 +59,8 @@ def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, thr
     ]
     for ax, (title, plane, plane_mask, ratio) in zip(axes[1], slices):
         ax.imshow(_normalise(plane), cmap="gray", origin="lower", aspect=ratio)
-        ax.imshow(np.ma.masked_less(plane_mask, 0.5), cmap="autumn", alpha=0.5, origin="lower", aspect=ratio)
+        ax.imshow(np.ma.masked_where(plane_mask < 0.5, np.ones_like(plane_mask)), cmap="autumn", vmin=0, vmax=1,
+                  alpha=0.5, origin="lower", aspect=ratio)
         ax.set_title(title)
     axes[1, 3].axis("off")
     axes[1, 3].text(0.0, 0.5, f"{image.path.name if image.path else 'image'}\nmask: {int(mask.sum())} voxels "

@@ -74,7 +74,7 @@ class TrainConfig:
 
     path: Literal[1, 2] = 1
     epochs: int = 100
-    steps_per_case: int = 4
+    steps_per_case: int = 12
     lr: float | None = None
     weight_decay: float = 1e-4
     loss: Literal["dice", "dice+bce"] = "dice+bce"
