@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -438,7 +439,7 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
         else:
             order = [owned[j] for _ in range(repeats) for j in torch.randperm(len(owned), generator=shuffle).tolist()]
         losses = []
-        bar = tqdm(order, desc=f"{tag} epoch {epoch}/{config.epochs}", disable=quiet or not main, leave=False, unit="vol")
+        bar = tqdm(order, desc=f"{tag} epoch {epoch}/{config.epochs}", disable=quiet or not sys.stderr.isatty() or not main, leave=False, unit="vol")
         for index in bar:
             case = train_data[index]
             label = case.label[None].to(device).float()
