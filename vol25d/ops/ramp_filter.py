@@ -59,7 +59,6 @@ def filter_views(views: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     taps = kernel.shape[1]
     rows = views.permute(0, 2, 3, 1, 4).reshape(-1, channels, detector)
     # conv1d is a correlation; the Ram–Lak kernel is symmetric, but a learnt one need not be: flip it.
+    # With an odd kernel and padding taps // 2 the output keeps the detector's length, however long the kernel.
     out = F.conv1d(rows, kernel.flip(-1).unsqueeze(1).to(views.dtype), padding=taps // 2, groups=channels)
-    if out.shape[-1] != detector:
-        out = out[..., (out.shape[-1] - detector) // 2 :][..., :detector]
     return out.reshape(batch, count, depth, channels, detector).permute(0, 3, 1, 2, 4)
