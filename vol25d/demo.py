@@ -38,7 +38,7 @@ class DemoSettings:
 
     @classmethod
     def gpu(cls) -> "DemoSettings":
-        return cls(train_cases=40, test_cases=10, size=96, path1_epochs=60, path2_epochs=10, directions=64, views=16)
+        return cls(train_cases=40, test_cases=10, size=96, path1_epochs=30, path2_epochs=10, directions=64, views=16)
 
 
 def run_demo(out: str | Path, settings: DemoSettings | None = None, *, device: str = "auto", seed: int = 0,
