@@ -40,3 +40,15 @@ def test_check_data_lists_every_problem_and_exits_1(phantoms, tmp_path):
     assert any("phantom_001" in line for line in lines)
     assert any("phantom_002_0000.nii.gz" in line and "NaN" in line for line in lines)
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_reads_class_names_written_the_msd_way(phantoms, tmp_path):
+    """dataset.json labels as {"0": "background", "1": "vessel"} (MSD spelling) name the classes too."""
+    import json
+
+    refs = tmp_path / "ref"
+    shutil.copytree(phantoms / "labelsTr", refs / "labelsTr")
+    (refs / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRA"}, "labels": {"0": "background", "1": "vessel"}}))
+    result = vol25d("evaluate", "--pred", refs / "labelsTr", "--ref", refs / "labelsTr")
+    assert result.returncode == 0, result.stderr
+    assert "vessel" in result.stdout and result.stdout.strip().endswith("mean Dice: 1.000")

@@ -4,12 +4,11 @@ clDice and volume difference; mean ± std per class; a printed table and a CSV."
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from pathlib import Path
 
-from vol25d.data.dataset import group_channel_files
+from vol25d.data.dataset import group_channel_files, read_dataset_json
 from vol25d.errors import InputError
 from vol25d.files import atomic_path
 from vol25d.io import read_volume
@@ -28,10 +27,8 @@ def _class_names(ref_dir: Path, ref_example) -> list[str]:
     for folder in (ref_dir, ref_dir.parent):
         meta = folder / "dataset.json"
         if meta.is_file():
-            labels = json.loads(meta.read_text()).get("labels", {})
-            ordered = sorted(((int(v), k) for k, v in labels.items() if int(v) > 0))
-            if ordered:
-                return [name for _, name in ordered]
+            labels = read_dataset_json(meta)["labels"]  # validated, MSD spellings normalised
+            return [name for name, value in sorted(labels.items(), key=lambda item: item[1]) if value > 0]
     array = ref_example.array
     count = array.shape[3] if array.ndim == 4 else max(int(array.max()), 1)
     return [f"class_{k}" for k in range(1, count + 1)]

@@ -28,7 +28,7 @@ import numpy as np
 
 from vol25d.errors import InputError
 
-__all__ = ["Case", "DatasetInfo", "load_dataset", "split_cases", "group_channel_files", "check_dataset"]
+__all__ = ["Case", "DatasetInfo", "load_dataset", "read_dataset_json", "split_cases", "group_channel_files", "check_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def _scan(root: Path) -> tuple[DatasetInfo | None, list[str]]:
     if not root.is_dir():
         return None, [f"{root}: no such dataset folder; pass the folder that holds dataset.json and imagesTr/"]
     try:
-        meta = _read_json(root / "dataset.json")
+        meta = read_dataset_json(root / "dataset.json")
     except InputError as error:
         return None, [str(error)]
     images_dir, labels_dir, test_dir = root / "imagesTr", root / "labelsTr", root / "imagesTs"
@@ -294,7 +294,7 @@ def _scan(root: Path) -> tuple[DatasetInfo | None, list[str]]:
     return info, problems
 
 
-def _read_json(path: Path) -> dict:
+def read_dataset_json(path: Path) -> dict:
     """``dataset.json`` validated and normalised (channel list, label dict, defaults filled in)."""
     if not path.is_file():
         raise InputError(f"{path}: missing; write a dataset.json with channel_names, labels, numTraining and "
