@@ -91,15 +91,10 @@ def _layout(c, sn, x_ptr, xt_ptr, height, width, HAS_TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
-def _backproject_kernel(
-    views_ptr, cos_ptr, sin_ptr, out_ptr,
-    count, depth, height, width, detector,
-    ch, cw, half_s,
-    BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-):  # fmt: skip
-    # One program: a BLOCK_H × BLOCK_W tile of voxels for BLOCK_D slices of one n; loops over all views,
-    # gathering the two nearest bins of each; writes its tile once.
-    pid = tl.program_id(0)
+def _voxel_tile(pid, depth, height, width, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """The voxels of program ``pid`` in a per-voxel kernel: one ``BLOCK_H × BLOCK_W`` tile of the plane for a
+    slab of ``BLOCK_D`` slices of one ``n``; tiles vary fastest, so the programs of one slab run together.
+    Returns ``(n, offs_d, h, w, mask_d, mask_v)``."""
     tiles_w = tl.cdiv(width, BLOCK_W)
     tiles = tl.cdiv(height, BLOCK_H) * tiles_w
     tile = pid % tiles
@@ -110,8 +105,27 @@ def _backproject_kernel(
     idx = tl.arange(0, BLOCK_H * BLOCK_W)
     h = (tile // tiles_w) * BLOCK_H + idx // BLOCK_W
     w = (tile % tiles_w) * BLOCK_W + idx % BLOCK_W
-    mask_d = offs_d < depth
-    mask_v = (h < height) & (w < width)
+    return n, offs_d, h, w, offs_d < depth, (h < height) & (w < width)
+
+
+@triton.jit
+def _store_voxel_tile(out_ptr, acc, n, offs_d, h, w, mask_d, mask_v, depth, height, width):
+    """Write a :func:`_voxel_tile`'s fp32 accumulator into the ``(N, D, H, W)`` output in its dtype."""
+    plane = (n * depth + offs_d).to(tl.int64) * height * width
+    ptrs = out_ptr + plane[:, None] + (h * width + w)[None, :]
+    tl.store(ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_d[:, None] & mask_v[None, :])
+
+
+@triton.jit
+def _backproject_kernel(
+    views_ptr, cos_ptr, sin_ptr, out_ptr,
+    count, depth, height, width, detector,
+    ch, cw, half_s,
+    BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    # One program: a BLOCK_H × BLOCK_W tile of voxels for BLOCK_D slices of one n; loops over all views,
+    # gathering the two nearest bins of each; writes its tile once.
+    n, offs_d, h, w, mask_d, mask_v = _voxel_tile(tl.program_id(0), depth, height, width, BLOCK_D, BLOCK_H, BLOCK_W)
     hc = h.to(tl.float32) - ch
     wc = w.to(tl.float32) - cw
     view_row = (n * count * depth + offs_d).to(tl.int64) * detector  # row (n, k=0, d) of the views
@@ -129,9 +143,7 @@ def _backproject_kernel(
         v0 = tl.load(views_ptr + rows[:, None] + i0[None, :], mask=mask_d[:, None] & m0[None, :], other=0.0)
         v1 = tl.load(views_ptr + rows[:, None] + (i0 + 1)[None, :], mask=mask_d[:, None] & m1[None, :], other=0.0)
         acc += v0.to(tl.float32) * (1.0 - f)[None, :] + v1.to(tl.float32) * f[None, :]
-    plane = (n * depth + offs_d).to(tl.int64) * height * width
-    ptrs = out_ptr + plane[:, None] + (h * width + w)[None, :]
-    tl.store(ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_d[:, None] & mask_v[None, :])
+    _store_voxel_tile(out_ptr, acc, n, offs_d, h, w, mask_d, mask_v, depth, height, width)
 
 
 @triton.jit
@@ -347,19 +359,7 @@ def _mip_backward_gather_kernel(
     # voxel is a corner (with non-zero weight) of a sample less than one voxel away in h and in w, so that
     # sample's ray is within √2 < 1.5 of the voxel's detector position: of the 3 rays nearest to it, take
     # each one's winning sample and add the bilinear weight this voxel has in it.
-    pid = tl.program_id(0)
-    tiles_w = tl.cdiv(width, BLOCK_W)
-    tiles = tl.cdiv(height, BLOCK_H) * tiles_w
-    tile = pid % tiles
-    nd = pid // tiles
-    slabs = tl.cdiv(depth, BLOCK_D)
-    n = nd // slabs
-    offs_d = (nd % slabs) * BLOCK_D + tl.arange(0, BLOCK_D)
-    idx = tl.arange(0, BLOCK_H * BLOCK_W)
-    hv = (tile // tiles_w) * BLOCK_H + idx // BLOCK_W
-    wv = (tile % tiles_w) * BLOCK_W + idx % BLOCK_W
-    mask_d = offs_d < depth
-    mask_v = (hv < height) & (wv < width)
+    n, offs_d, hv, wv, mask_d, mask_v = _voxel_tile(tl.program_id(0), depth, height, width, BLOCK_D, BLOCK_H, BLOCK_W)
     hc = hv.to(tl.float32) - ch
     wc = wv.to(tl.float32) - cw
     acc = tl.zeros((BLOCK_D, BLOCK_H * BLOCK_W), dtype=tl.float32)
@@ -386,9 +386,7 @@ def _mip_backward_gather_kernel(
             weight_h = tl.where(hvb == h0, 1.0 - fh, 0.0) + tl.where(hvb == h1, fh, 0.0)
             weight_w = tl.where(wvb == w0, 1.0 - fw, 0.0) + tl.where(wvb == w1, fw, 0.0)
             acc += tl.where(m & (j >= 0), g * weight_h * weight_w, 0.0)
-    plane = (n * depth + offs_d).to(tl.int64) * height * width
-    ptrs = out_ptr + plane[:, None] + (hv * width + wv)[None, :]
-    tl.store(ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask_d[:, None] & mask_v[None, :])
+    _store_voxel_tile(out_ptr, acc, n, offs_d, hv, wv, mask_d, mask_v, depth, height, width)
 
 
 # ----------------------------------------------------------------------------------------------------------
