@@ -270,14 +270,14 @@ def _validate(model, cases, device, amp, cache=None) -> float:
     if not cases:
         return float("nan")
     model.eval()
+    from_cache = _CachedViewsStep(model)
     scores = []
     for i, case in enumerate(cases):
-        x = case.image[None].to(device)
         with _autocast(device, amp):
             if cache is not None:
-                output = model.head(model.reconstruct(cache[i], model.angles, tuple(x.shape[-2:])))
+                output = from_cache(cache[i], tuple(case.image.shape[-2:]))
             else:
-                output = model(x)
+                output = model(case.image[None].to(device))
         scores.extend(_dice_per_class(output[0].float() >= 0.5, case.label.to(device).bool()))
     return float(sum(scores) / len(scores))
 
@@ -475,11 +475,12 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
             score = val_dice if not math.isnan(val_dice) else -train_loss
             if score > best[0] or epoch == 1:
                 best = (score, epoch)
-                save_checkpoint(_checkpoint_values(model, dataset, preprocess, config, epoch, best), out / f"{tag}.pt")
             values = _checkpoint_values(model, dataset, preprocess, config, epoch, best)
+            if best[1] == epoch:
+                save_checkpoint(values, out / f"{tag}.pt")
             rng = {"shuffle": shuffle.get_state(), **own_rng, **({"ranks": every_rng} if every_rng else {})}
-            values.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng, world_size=world)
-            save_checkpoint(values, last_path)
+            save_checkpoint({**values, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             "rng": rng, "world_size": world}, last_path)
             log.info("%s epoch %d/%d: loss %.4f, validation Dice %.4f (%.1f s)", tag, epoch, config.epochs,
                      train_loss, val_dice, seconds)
         distributed.barrier()  # the others wait while rank 0 validates and writes
