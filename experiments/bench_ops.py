@@ -119,12 +119,9 @@ def median_seconds(fn, device: torch.device, repeats: int) -> Timing:
     times = []
     for _ in range(runs):
         if cuda:
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(begin.elapsed_time(end) / 1e3)
+            from bench_ops_kernels import event_seconds
+
+            times.append(event_seconds(fn))
         else:
             start = time.perf_counter()
             fn()

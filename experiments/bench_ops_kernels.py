@@ -21,19 +21,22 @@ from vol25d.geometry import default_detector, equal_angles
 log = logging.getLogger("bench_ops_kernels")
 
 
+def event_seconds(fn) -> float:
+    """Seconds of one ``fn()`` on the GPU, timed with CUDA events (synchronises)."""
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    stop.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(stop) / 1e3
+
+
 def cuda_time(fn, repeats: int = 10) -> float:
     """Median seconds of ``fn()`` over ``repeats`` runs, after one warm-up (which also compiles)."""
     fn()
     torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop) / 1e3)
-    return sorted(times)[len(times) // 2]
+    times = sorted(event_seconds(fn) for _ in range(repeats))
+    return times[len(times) // 2]
 
 
 def copy_bandwidth(tensor: torch.Tensor) -> float:
