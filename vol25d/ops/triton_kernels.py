@@ -117,6 +117,22 @@ def _store_voxel_tile(out_ptr, acc, n, offs_d, h, w, mask_d, mask_v, depth, heig
 
 
 @triton.jit
+def _ray_tile(pid, count, depth, detector, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
+    """The rays of program ``pid`` in a per-bin kernel: ``BLOCK_S`` bins of one view ``k`` for a slab of
+    ``BLOCK_D`` slices of one ``n``. Returns ``(n, k, offs_d, offs_s, mask_d, mask_s)``."""
+    sblocks = tl.cdiv(detector, BLOCK_S)
+    sb = pid % sblocks
+    rest = pid // sblocks
+    k = rest % count
+    nd = rest // count
+    slabs = tl.cdiv(depth, BLOCK_D)
+    n = nd // slabs
+    offs_d = (nd % slabs) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_s = sb * BLOCK_S + tl.arange(0, BLOCK_S)
+    return n, k, offs_d, offs_s, offs_d < depth, offs_s < detector
+
+
+@triton.jit
 def _backproject_kernel(
     views_ptr, cos_ptr, sin_ptr, out_ptr,
     count, depth, height, width, detector,
@@ -158,18 +174,7 @@ def _project_kernel(
     # else H); in each line of voxels across it, the voxels within one bin of s_i are at most 3 consecutive
     # ones (the line crosses the detector with slope ≥ 1/√2), found in closed form, and each gets the same
     # weight the back-projection gives it (same formula, so the pair is adjoint to float32 rounding).
-    pid = tl.program_id(0)
-    sblocks = tl.cdiv(detector, BLOCK_S)
-    sb = pid % sblocks
-    rest = pid // sblocks
-    k = rest % count
-    nd = rest // count
-    slabs = tl.cdiv(depth, BLOCK_D)
-    n = nd // slabs
-    offs_d = (nd % slabs) * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_s = sb * BLOCK_S + tl.arange(0, BLOCK_S)
-    mask_d = offs_d < depth
-    mask_s = offs_s < detector
+    n, k, offs_d, offs_s, mask_d, mask_s = _ray_tile(tl.program_id(0), count, depth, detector, BLOCK_D, BLOCK_S)
     s = offs_s.to(tl.float32) - half_s
     c = tl.load(cos_ptr + k)
     sn = tl.load(sin_ptr + k)
@@ -317,17 +322,8 @@ def _mip_backward_scatter_kernel(
 ):  # fmt: skip
     # One program: BLOCK_S rays of one view for BLOCK_D slices of one n; each ray that met the volume adds
     # its gradient to the 4 corners of its winning sample with atomics (float32; order run-dependent).
-    pid = tl.program_id(0)
-    sblocks = tl.cdiv(detector, BLOCK_S)
-    sb = pid % sblocks
-    rest = pid // sblocks
-    k = rest % count
-    nd = rest // count
-    slabs = tl.cdiv(depth, BLOCK_D)
-    n = nd // slabs
-    offs_d = (nd % slabs) * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_s = sb * BLOCK_S + tl.arange(0, BLOCK_S)
-    mask = (offs_d < depth)[:, None] & (offs_s < detector)[None, :]
+    n, k, offs_d, offs_s, mask_d, mask_s = _ray_tile(tl.program_id(0), count, depth, detector, BLOCK_D, BLOCK_S)
+    mask = mask_d[:, None] & mask_s[None, :]
     s = offs_s.to(tl.float32) - half_s
     c = tl.load(cos_ptr + k)
     sn = tl.load(sin_ptr + k)
