@@ -226,19 +226,10 @@ def _mip_kernel(
     # samples j that can fall inside the volume for some ray of the block (the block's chord, from a slab
     # test, one sample of margin each side), computes each sample's position and bilinear corners once for
     # the D-slab, and keeps a running max (and its first j) over the samples inside the volume.
-    pid = tl.program_id(0)
-    sblocks = tl.cdiv(detector, BLOCK_S)
-    vblocks = tl.cdiv(count, VIEWS)
-    sb = pid % sblocks
-    rest = pid // sblocks
-    vb = rest % vblocks
-    nd = rest // vblocks
-    slabs = tl.cdiv(depth, BLOCK_D)
-    n = nd // slabs
-    offs_d = (nd % slabs) * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_s = sb * BLOCK_S + tl.arange(0, BLOCK_S)
-    mask_d = offs_d < depth
-    mask_s = offs_s < detector
+    # The ray-tile layout with blocks of VIEWS views in place of single views.
+    n, vb, offs_d, offs_s, mask_d, mask_s = _ray_tile(
+        tl.program_id(0), tl.cdiv(count, VIEWS), depth, detector, BLOCK_D, BLOCK_S
+    )
     s = offs_s.to(tl.float32) - half_s
     h_lo = -tol
     h_hi = h_last + tol
