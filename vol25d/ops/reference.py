@@ -96,32 +96,46 @@ def _bilinear_corners(h: torch.Tensor, w: torch.Tensor, height: int, width: int)
 def mip(volume: torch.Tensor, angles: torch.Tensor, detector: int, keep_argmax: bool):
     """Ray-driven maximum intensity projection. ``(N, D, H, W)`` → views ``(N, p, D, S)``.
 
+    The bilinear samples come from ``grid_sample`` (one call per view and chunk of samples along the rays:
+    the four corners are never materialised), so they carry the float32 rounding of its normalised
+    coordinates, about 1e-6 of a voxel.
+
     Returns ``(views, argmax)``; ``argmax`` is ``None`` unless ``keep_argmax``, else an ``int32`` tensor of
     the views' shape holding the index ``j`` of the winning sample along each ray (``-1`` for a ray that
     meets no sample; such a ray holds the volume's minimum).
     """
     n, depth, height, width = volume.shape
     count = angles.numel()
-    flat = volume.reshape(n * depth, height * width)
+    compute = volume if volume.dtype in (torch.float32, torch.float64) else volume.float()
+    source = compute.reshape(1, n * depth, height, width)
     h_all, w_all = ray_samples(angles.to(torch.float64), height, width, detector)
+    inside_all = (
+        (h_all >= -INSIDE_TOLERANCE)
+        & (h_all <= height - 1 + INSIDE_TOLERANCE)
+        & (w_all >= -INSIDE_TOLERANCE)
+        & (w_all <= width - 1 + INSIDE_TOLERANCE)
+    ).to(volume.device)
+    # grid_sample's normalised coordinates (align_corners=True: -1 and 1 are the first and last voxel).
+    # Samples within the tolerance outside are clamped onto the edge, as the exact bilinear weights are.
+    grid_all = torch.stack(
+        [w_all * (2 / max(width - 1, 1)) - 1, h_all * (2 / max(height - 1, 1)) - 1], dim=-1
+    ).clamp(-1, 1).to(device=volume.device, dtype=compute.dtype)
     samples = h_all.shape[-1]
-    views = volume.new_empty(n * depth, count, detector)
+    views = compute.new_empty(n * depth, count, detector)
     argmax = torch.empty(n * depth, count, detector, dtype=torch.int32, device=volume.device) if keep_argmax else None
-    floor = volume.reshape(n, -1).amin(dim=1).repeat_interleave(depth)[:, None]
+    floor = compute.reshape(n, -1).amin(dim=1).repeat_interleave(depth)[:, None]
     for k in range(count):
-        best = torch.full((n * depth, detector), float("-inf"), dtype=volume.dtype, device=volume.device)
+        best = torch.full((n * depth, detector), float("-inf"), dtype=compute.dtype, device=volume.device)
         best_j = torch.full((n * depth, detector), -1, dtype=torch.int32, device=volume.device) if keep_argmax else None
         for start in range(0, samples, _RAY_CHUNK):
             stop = min(start + _RAY_CHUNK, samples)
-            h = h_all[k, :, start:stop].to(volume.device)
-            w = w_all[k, :, start:stop].to(volume.device)
-            indices, weights, inside = _bilinear_corners(h, w, height, width)
+            inside = inside_all[k, :, start:stop]
             if not bool(inside.any()):
                 continue
-            weights = weights.to(volume.dtype).reshape(4, -1)
-            corners = flat.index_select(1, indices.reshape(-1)).view(n * depth, 4, -1)
-            value = (corners * weights).sum(dim=1).view(n * depth, detector, stop - start)
-            value = value.masked_fill(~inside, float("-inf"))
+            value = torch.nn.functional.grid_sample(
+                source, grid_all[k : k + 1, :, start:stop], mode="bilinear", padding_mode="border", align_corners=True
+            )[0]
+            value = value.masked_fill_(~inside, float("-inf"))
             chunk_best, chunk_j = value.max(dim=-1)
             better = chunk_best > best
             best = torch.where(better, chunk_best, best)
@@ -130,7 +144,7 @@ def mip(volume: torch.Tensor, angles: torch.Tensor, detector: int, keep_argmax: 
         views[:, k] = torch.where(torch.isinf(best), floor.expand_as(best), best)
         if keep_argmax:
             argmax[:, k] = best_j
-    views = views.reshape(n, depth, count, detector).permute(0, 2, 1, 3).contiguous()
+    views = views.reshape(n, depth, count, detector).permute(0, 2, 1, 3).contiguous().to(volume.dtype)
     if keep_argmax:
         argmax = argmax.reshape(n, depth, count, detector).permute(0, 2, 1, 3).contiguous()
     return views, argmax
