@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 
 import vol25d
+from vol25d.device import autocast
 from vol25d.geometry import default_detector, equal_angles, ray_samples
 from vol25d.model import ModelConfig, Random25DUNet
 from vol25d.ops import backproject, mip, project
@@ -188,10 +189,6 @@ class PeakMemory:
             self.bytes = max(0, _proc_status_bytes("VmHWM") - self._base)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def model_call(kind: str, shape: tuple[int, int, int], views: int, directions: int, device: torch.device):
     """A closure running one path-1 training step (``kind="train"``, ``p = views``: forward, soft Dice,
     backward, AdamW step) or one whole-volume inference (``"inference"``: eval mode, ``no_grad``, all
@@ -202,7 +199,7 @@ def model_call(kind: str, shape: tuple[int, int, int], views: int, directions: i
         model.eval()
 
         def infer():
-            with torch.no_grad(), _autocast(device):
+            with torch.no_grad(), autocast(device):
                 return model(volume)
 
         return infer
@@ -213,7 +210,7 @@ def model_call(kind: str, shape: tuple[int, int, int], views: int, directions: i
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device):
+        with autocast(device):
             loss = loss_fn(model(volume).float(), label)
         loss.backward()
         optimizer.step()

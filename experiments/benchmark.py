@@ -59,7 +59,8 @@ from vol25d.data.prepare import prepare_cases
 from vol25d.infer import Predictor
 from vol25d.metrics import cldice, dice, hd95
 from vol25d.model import ModelConfig, Random25DUNet
-from vol25d.train import TrainConfig, _autocast, _Objective, _schedule, resolve_device, train
+from vol25d.device import autocast, resolve_device
+from vol25d.train import Objective, TrainConfig, lr_schedule, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("vol25d", "unet3d", "unet3d-patch", "slice2d", "stack25d")
@@ -209,7 +210,7 @@ class Baseline:
         s = self.settings
         self.net.eval()
         x = image[None].to(s.device)
-        with _autocast(s.device, s.amp):
+        with autocast(s.device, s.amp):
             if self.name == "unet3d":
                 out = self.net(_pad_to(x, s.multiple, 3))[..., : x.shape[2], : x.shape[3], : x.shape[4]]
             elif self.name == "unet3d-patch":
@@ -233,7 +234,7 @@ def train_baseline(name: str, settings: Settings, train_data, augment_config: Au
     k, c = train_data[0].label.shape[0], train_data[0].image.shape[0]
     model = Baseline(name, settings, c, k)
     config = TrainConfig(path=2, device=str(settings.device))  # path 2: Dice + BCE without the views' term
-    objective = _Objective(config)
+    objective = Objective(config)
     generator = torch.Generator().manual_seed(settings.seed)
     device = settings.device
 
@@ -242,7 +243,7 @@ def train_baseline(name: str, settings: Settings, train_data, augment_config: Au
         image, label = case.image[None].to(device), case.label[None].to(device).float()
         image, label = augment(image, label, augment_config)
         inputs, target = model.batch(image, label, generator)
-        with _autocast(device, settings.amp):
+        with autocast(device, settings.amp):
             output = torch.sigmoid(model.net(inputs).float())
         if output.dim() == 4:
             # The step's slices scored together, as one (1, K, n, H, W) volume: the same Dice as on a volume
@@ -263,7 +264,7 @@ def train_baseline(name: str, settings: Settings, train_data, augment_config: Au
     step_s = time.perf_counter() - start
     total = max(1, int(settings.budget_s / step_s))
     optimizer = torch.optim.AdamW(model.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _schedule(optimizer, total)
+    scheduler = lr_schedule(optimizer, total)
     _reset_memory(device)
     start = time.perf_counter()
     steps = 0
@@ -311,7 +312,7 @@ def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_data) -> di
         _reset_memory(settings.device)
 
         def predict(image, model=predictor.model):
-            with _autocast(settings.device, settings.amp):
+            with autocast(settings.device, settings.amp):
                 return model(image[None].to(settings.device))[0]
 
         scores[tag] = _score(predict, test_data, settings.device)
@@ -361,11 +362,11 @@ def sweep(settings: Settings) -> list[dict]:
                 label = (torch.rand(1, 1, *shape, device=device) > 0.99).float()
                 if name == "vol25d":
                     model = Random25DUNet.from_config(ModelConfig()).to(device).train()
-                    objective = _Objective(config)
+                    objective = Objective(config)
                     angles = model.draw_angles()
                     from vol25d.ops import mip
 
-                    with _autocast(device, settings.amp):
+                    with autocast(device, settings.amp):
                         output, views = model(image, angles, return_views=True)
                         loss = objective(output.float(), label, views.float(), mip(label, angles.to(device)))
                     loss.backward()
@@ -373,8 +374,8 @@ def sweep(settings: Settings) -> list[dict]:
                     model = Baseline(name, settings, 1, 1)
                     model.net.train()
                     inputs, target = model.batch(image, label, torch.Generator().manual_seed(0))
-                    with _autocast(device, settings.amp):
-                        loss = _Objective(TrainConfig(path=2))(torch.sigmoid(model.net(inputs).float()), target)
+                    with autocast(device, settings.amp):
+                        loss = Objective(TrainConfig(path=2))(torch.sigmoid(model.net(inputs).float()), target)
                     loss.backward()
                 row["memory"] = _peak_memory(device)
             except torch.cuda.OutOfMemoryError:

@@ -1,5 +1,8 @@
 """Labels from probabilities and small-component removal (the CLI tests cover files in and out)."""
 
+import subprocess
+import sys
+
 import numpy as np
 
 from vol25d.infer import probabilities_to_labels, remove_small_components
@@ -31,3 +34,9 @@ def test_overlapping_classes_stay_one_channel_each():
     labels = probabilities_to_labels(probabilities, 0.5, multi_label=True)
     assert labels.shape == (1, 1, 1, 3)
     assert labels[0, 0, 0].tolist() == [1, 1, 0]
+
+
+def test_prediction_does_not_import_the_training_stack():
+    code = "import sys, vol25d.infer; print(sorted(m for m in ('vol25d.train', 'kornia') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -13,7 +13,8 @@ from vol25d.data.phantom import write_phantom_dataset
 from vol25d.evaluate import evaluate_folders, format_table
 from vol25d.infer import predict
 from vol25d.model import ModelConfig
-from vol25d.train import TrainConfig, resolve_device, train
+from vol25d.device import resolve_device
+from vol25d.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from scipy import ndimage
 from vol25d.checkpoint import load_checkpoint, model_from_checkpoint
 from vol25d.data.dataset import group_channel_files
 from vol25d.data.preprocess import PreprocessConfig, preprocess_image, restore
+from vol25d.device import autocast, resolve_device
 from vol25d.errors import InputError
 from vol25d.io import WRITE_SUFFIXES, Volume, read_volume, write_volume
 from vol25d.model import Random25DUNet
-from vol25d.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Predictor:
         total = None
         for axes in _TTA_FLIPS if tta else ((),):
             flipped = x.flip(axes) if axes else x
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp and self.device.type == "cuda"):
+            with autocast(self.device, self.amp):
                 output = self.model(flipped).float()
             output = output.flip(axes) if axes else output
             total = output if total is None else total + output

@@ -38,6 +38,7 @@ from vol25d.data.augment import AugmentConfig, augment
 from vol25d.data.dataset import DatasetInfo, load_dataset, split_cases
 from vol25d.data.prepare import PreparedCase, prepare_cases
 from vol25d.data.preprocess import PreprocessConfig
+from vol25d.device import autocast, resolve_device
 from vol25d.errors import InputError
 from vol25d.files import atomic_path
 from vol25d.model import ModelConfig, Random25DUNet
@@ -45,7 +46,7 @@ from vol25d.ops import mip
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "train", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "train", "Objective", "lr_schedule"]
 
 
 @dataclass(frozen=True)
@@ -121,16 +122,7 @@ class TrainResult:
     seconds: float
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(name)
-
-
-class _Objective:
+class Objective:
     """The loss: soft Dice on the 3-D output (optionally + BCE), plus the weighted Dice of U's views."""
 
     def __init__(self, config: TrainConfig):
@@ -147,7 +139,8 @@ class _Objective:
         return loss
 
 
-def _schedule(optimizer, total_steps: int):
+def lr_schedule(optimizer, total_steps: int):
+    """Linear warm-up over the first 5 % of ``total_steps``, then cosine decay to 0 (a ``LambdaLR``)."""
     warmup = max(1, round(0.05 * total_steps))
 
     def factor(step: int) -> float:
@@ -157,10 +150,6 @@ def _schedule(optimizer, total_steps: int):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 def _write_config(out: Path, section: str, values: dict) -> None:
@@ -232,7 +221,7 @@ def _view_cache(model: Random25DUNet, cases: list[PreparedCase], device, amp: bo
         parts = []
         for start in range(0, model.angles.numel(), model.config.view_chunk):
             angles = model.angles[start : start + model.config.view_chunk]
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 parts.append(model.view_probabilities(model.views(x, angles)).float())
         cached.append(torch.cat(parts, dim=2))
     return cached
@@ -273,7 +262,7 @@ def _validate(model, cases, device, amp, cache=None) -> float:
     from_cache = _CachedViewsStep(model)
     scores = []
     for i, case in enumerate(cases):
-        with _autocast(device, amp):
+        with autocast(device, amp):
             if cache is not None:
                 output = from_cache(cache[i], tuple(case.image.shape[-2:]))
             else:
@@ -383,7 +372,7 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
     # shuffle generator is seeded alike on every process, so all draw the same permutation.
     owned = distributed.shard(list(range(len(train_data))), rank, world)
     steps_per_epoch = math.ceil(len(train_data) * repeats / world) if config.path == 1 else len(owned) * repeats
-    scheduler = _schedule(optimizer, config.epochs * steps_per_epoch)
+    scheduler = lr_schedule(optimizer, config.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(config.seed)
     model.seed_directions(_rank_seed(config.seed, rank))
     start_epoch, best = 0, (float("-inf"), 0)
@@ -409,7 +398,7 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
         from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
 
         writer = SummaryWriter(str(out / "tb" / tag))
-    objective = _Objective(config)
+    objective = Objective(config)
     amp = config.amp and device.type == "cuda"
     cache = val_cache = None
     if config.path == 2:
@@ -443,7 +432,7 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
         for index in bar:
             case = train_data[index]
             label = case.label[None].to(device).float()
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 if config.path == 1:
                     image = case.image[None].to(device)
                     if config.augment.enabled:
