@@ -91,7 +91,8 @@ def test_shell_is_brighter_than_tissue(phantom):
     shell = (depth > 1.0) & (depth <= 2.5) & not_vessel  # the skin layer, just inside the head's surface
     tissue = (depth > 4.5) & not_vessel
     assert shell.sum() > 100 and tissue.sum() > 100
-    assert image[shell].mean() > 1.5 * image[tissue].mean()
+    # 0.5 against 0.3 before the bias field, which may tilt them by ±15 % each.
+    assert image[shell].mean() > 1.3 * image[tissue].mean()
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])

@@ -230,8 +230,11 @@ def _vessel_trees(
 
     Each branch is a persistent random walk whose direction turns with a smoothly varying angular velocity
     (an Ornstein–Uhlenbeck process), so curves are smooth but tortuous; it reflects off the ellipsoid wall,
-    thins as it goes and spawns thinner children at 30–80°. Branches grow breadth first (``n_trees`` roots;
-    a new root whenever all branches have ended) until the tube volume reaches ``budget_mm3``.
+    thins as it goes and spawns thinner children at 30–80°. Roots sit in the lower part of the head and
+    start upward and outward, as arteries enter the skull from below and spread over the brain; branches
+    are long (several head radii for a root) so that the trees reach the whole head instead of tangling in
+    its middle. Branches grow breadth first (``n_trees`` roots; a new root whenever all branches have
+    ended) until the tube volume reaches ``budget_mm3``.
     Plain Python floats: numpy's per-call overhead would dominate on 3-vectors.
 
     Returns:
@@ -241,7 +244,7 @@ def _vessel_trees(
     draw = _Draws(rng)
     voxel = float(spacing_mm[0])
     r_min = 0.35 * voxel
-    r_root = float(np.clip(min(shape) / 40.0, 1.5, 3.5)) * voxel
+    r_root = float(np.clip(min(shape) / 40.0, 1.0, 3.5)) * voxel
     scale = float(axes_mm.min())  # persistence and branch lengths follow the head's size
     cx, cy, cz = (float(v) for v in centre_mm)
     ax, ay, az = (float(v) for v in axes_mm)
@@ -252,17 +255,21 @@ def _vessel_trees(
         return ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 + ((z - cz) / az) ** 2
 
     def root() -> tuple[list[float], list[float], float, float]:
-        while True:  # somewhere in the inner part of the ellipsoid
-            p = [c + a * draw.uniform(-0.7, 0.7) for c, a in ((cx, ax), (cy, ay), (cz, az))]
-            if inside(*p) < 0.5:
-                return p, draw.unit(), r_root * draw.uniform(0.6, 1.0), draw.uniform(*_VESSEL_BRIGHTNESS)
+        # Arteries enter the head from below (low Z) and run up and out towards its surface.
+        while True:
+            p = [cx + ax * draw.uniform(-0.5, 0.5), cy + ay * draw.uniform(-0.5, 0.5), cz - az * draw.uniform(0.3, 0.75)]
+            if inside(*p) < 0.8:
+                break
+        d = [(p[0] - cx) / ax + 0.4 * draw.normal(), (p[1] - cy) / ay + 0.4 * draw.normal(), 1.0]
+        norm = math.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
+        return p, [v / norm for v in d], r_root * draw.uniform(0.6, 1.0), draw.uniform(*_VESSEL_BRIGHTNESS)
 
     queue = deque(root() for _ in range(n_trees))
     points: list[tuple[float, float, float]] = []
     radii: list[float] = []
     bright: list[float] = []
     low, high = _VESSEL_BRIGHTNESS
-    omega_std = 1.5 / scale  # angular velocity, rad/mm
+    omega_std = 0.6 / scale  # angular velocity, rad/mm
     relax = 1.0 / (0.3 * scale)  # its correlation length is 0.3 · scale
     roots_left = 20 * n_trees  # more roots when the trees end early; bounded, so tiny grids cannot loop
     while used < budget and (queue or roots_left > 0):
@@ -271,7 +278,7 @@ def _vessel_trees(
             roots_left -= 1
         (x, y, z), (dx, dy, dz), radius, brightness = queue.popleft()
         wx, wy, wz = draw.normal() * omega_std, draw.normal() * omega_std, draw.normal() * omega_std
-        length, max_length = 0.0, draw.uniform(1.0, 2.0) * scale * math.sqrt(radius / r_root)  # twigs are short
+        length, max_length = 0.0, draw.uniform(4.0, 8.0) * scale * math.sqrt(radius / r_root)  # twigs are short
         while radius >= r_min and length < max_length and used < budget:
             step = max(0.35 * voxel, 0.3 * radius)  # dense enough that the tube's surface is smooth
             kick = omega_std * math.sqrt(2.0 * step * relax)
@@ -295,8 +302,8 @@ def _vessel_trees(
             bright.append(brightness)
             used += math.pi * radius * radius * step
             length += step
-            radius *= math.exp(-step / (2.0 * scale))
-            if draw.uniform() < step / (0.3 * scale):  # a thinner child leaves at 30–80°
+            radius *= math.exp(-step / (3.0 * scale))
+            if draw.uniform() < step / scale:  # a thinner child leaves at 30–80°
                 child_radius = radius * draw.uniform(0.55, 0.85)
                 radius *= draw.uniform(0.85, 0.97)
                 if child_radius >= r_min:
