@@ -144,3 +144,20 @@ def test_head_pool_options_start_as_documented(pool):
     centre = (logits[0, 0, 4, 4, 4] - model.head.shift) / model.head.scale
     expected = {"avg": 1 / 27, "learned": 1 / 27, "none": 1.0}[pool]
     assert torch.isclose(centre, torch.tensor(expected), atol=1e-6).all()
+
+
+def test_filtration_starts_as_documented():
+    torch.manual_seed(0)
+    views = torch.rand(1, 1, 8, 6, 16)
+    identity = Random25DUNet(1, 1, **SMALL)
+    torch.testing.assert_close(identity.filtration(views), views)
+    # R ∘ F starts as the views' mean: a voxel every view sees as object gets 1, the head's threshold is 0.9.
+    ones = identity.reconstruct(torch.ones(1, 1, 8, 6, 16), identity.angles, (10, 10))
+    torch.testing.assert_close(ones, torch.ones_like(ones))
+    assert identity.head.logits(torch.tensor([0.85, 0.95]).view(1, 1, 2, 1, 1)).flatten().sign().tolist() == [-1, 1]
+    ramlak = Random25DUNet(1, 1, filter_init="ramlak", **SMALL)
+    radius = ramlak.config.filter_radius
+    assert torch.isclose(ramlak.filtration.kernel[0, radius], torch.tensor(torch.pi / 4))
+    assert ramlak.filtration.kernel[0, radius + 1] < 0  # the ramp's negative lobe
+    with pytest.raises(ValueError, match="filter_init"):
+        ModelConfig(filter_init="hann")

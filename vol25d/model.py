@@ -25,6 +25,7 @@ _PROJECTIONS = ("mip", "sum")
 _ACTIVATIONS = ("sigmoid", "softmax")
 _HEAD_NORMS = ("affine", "instance")
 _HEAD_POOLS = ("none", "avg", "learned")
+_FILTER_INITS = ("identity", "ramlak")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,13 @@ class ModelConfig:
         projection: ``"mip"`` (maximum intensity) or ``"sum"`` (the Radon transform).
         channels, strides, num_res_units: MONAI ``UNet`` of the views.
         filter_radius: the learnable filtration has ``2·filter_radius + 1`` taps along the detector.
+        filter_init: F's starting kernel: ``"identity"`` (the default: ``R ∘ F`` starts as the mean of the
+            views over the directions, the fraction of views whose ray through a voxel meets the object) or
+            ``"ramlak"`` (the Ram–Lak ramp, exact for sum projections). U's views are silhouettes, not line
+            integrals: with the same trained U on held-out phantoms, thresholding the plain mean at one
+            threshold for all cases gave Dice 0.48–0.51 per case where the Ram–Lak reconstruction gave
+            0.41–0.48 and the trained Ram–Lak filtration 0.31–0.46, and the ramp's negative lobes sent whole
+            cases to an empty mask when U over-segmented (experiments/results/tuning.md).
         activation: ``"sigmoid"`` (one probability per class, classes may overlap) or ``"softmax"``
             (exclusive classes, with an implicit background logit of 0).
         head_norm: ``"affine"`` (per-class ``γ·r + β``) or ``"instance"`` (instance norm with affine).
@@ -62,6 +70,7 @@ class ModelConfig:
     strides: tuple[int, ...] = (2, 2, 2, 2)
     num_res_units: int = 2
     filter_radius: int = 96
+    filter_init: Literal["identity", "ramlak"] = "identity"
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
     head_norm: Literal["affine", "instance"] = "affine"
     head_pool: Literal["none", "avg", "learned"] = "none"
@@ -81,6 +90,8 @@ class ModelConfig:
             raise ValueError(f"activation must be one of {_ACTIVATIONS}; got {self.activation!r}")
         if self.head_norm not in _HEAD_NORMS:
             raise ValueError(f"head_norm must be one of {_HEAD_NORMS}; got {self.head_norm!r}")
+        if self.filter_init not in _FILTER_INITS:
+            raise ValueError(f"filter_init must be one of {_FILTER_INITS}; got {self.filter_init!r}")
         if self.head_pool not in _HEAD_POOLS:
             raise ValueError(f"head_pool must be one of {_HEAD_POOLS}; got {self.head_pool!r}")
         if len(self.channels) != len(self.strides) + 1:
@@ -134,12 +145,14 @@ class ViewUNet(nn.Module):
 
 
 class Filtration(nn.Module):
-    """F: a learnable 1-D convolution along the detector, one kernel per class, initialised to the
-    Ram–Lak ramp (:func:`~vol25d.ops.ramp_filter`) so that ``R(F(P x)) ≈ x`` for sum projections."""
+    """F: a learnable 1-D convolution along the detector, one kernel per class, initialised to the identity
+    (a centred unit tap) or to the Ram–Lak ramp (:func:`~vol25d.ops.ramp_filter`), with which
+    ``R(F(P x)) ≈ x`` for sum projections."""
 
-    def __init__(self, classes: int, radius: int):
+    def __init__(self, classes: int, radius: int, init: str = "identity"):
         super().__init__()
-        self.kernel = nn.Parameter(ramp_filter(radius + 1).repeat(classes, 1))
+        kernel = ramp_filter(radius + 1) if init == "ramlak" else F.one_hot(torch.tensor(radius), 2 * radius + 1).float()
+        self.kernel = nn.Parameter(kernel.repeat(classes, 1))
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
         return filter_views(views, self.kernel)
@@ -148,7 +161,8 @@ class Filtration(nn.Module):
 class Head(nn.Module):
     """T: 3-D smoothing (kernel 3, stride 1, same size) → learnable normalisation → activation."""
 
-    def __init__(self, classes: int, norm: str, activation: str, pool: str = "none"):
+    def __init__(self, classes: int, norm: str, activation: str, pool: str = "none", threshold: float = 0.9,
+                 steepness: float = 40.0):
         super().__init__()
         self.activation = activation
         self.pool = pool
@@ -159,10 +173,11 @@ class Head(nn.Module):
             self.norm = nn.InstanceNorm3d(classes, affine=True)
         else:
             self.norm = None
-            # Starts as a steep soft threshold at 0.15 of the reconstructed ray-hit probability, where the
-            # filtered back-projection of thin vessels' views lands (experiments/results/tuning.md).
-            self.scale = nn.Parameter(torch.full((classes,), 20.0))
-            self.shift = nn.Parameter(torch.full((classes,), -3.0))
+            # Starts as a steep soft threshold at ``threshold`` of the reconstruction (experiments/results/
+            # tuning.md): 0.9 of the views' mean (a voxel that nine views in ten see as object), or 0.15 of the
+            # Ram–Lak reconstruction, where thin vessels' filtered back-projection lands.
+            self.scale = nn.Parameter(torch.full((classes,), float(steepness)))
+            self.shift = nn.Parameter(torch.full((classes,), -steepness * threshold))
 
     def logits(self, volume: torch.Tensor) -> torch.Tensor:
         if self.pool == "avg":
@@ -208,8 +223,9 @@ class Random25DUNet(nn.Module):
         config = settings.pop("config", None) or ModelConfig(in_channels=in_channels, out_channels=out_channels, **settings)
         self.config = config
         self.unet = ViewUNet(config)
-        self.filtration = Filtration(config.out_channels, config.filter_radius)
-        self.head = Head(config.out_channels, config.head_norm, config.activation, config.head_pool)
+        self.filtration = Filtration(config.out_channels, config.filter_radius, config.filter_init)
+        threshold, steepness = (0.15, 20.0) if config.filter_init == "ramlak" else (0.9, 40.0)
+        self.head = Head(config.out_channels, config.head_norm, config.activation, config.head_pool, threshold, steepness)
         self.register_buffer("angles", equal_angles(config.directions), persistent=False)
         self.generator = torch.Generator()
         self.generator.manual_seed(0)
