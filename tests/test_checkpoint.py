@@ -25,6 +25,17 @@ def test_round_trip_gives_the_same_weights(tmp_path):
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["path1.pt"]  # no temp file left
 
 
+def test_a_checkpoint_from_before_the_filter_settings_keeps_its_filtration(tmp_path):
+    old = Random25DUNet(1, 1, filter_init="ramlak", filter_fixed_dc=False, filter_radius=12, **SMALL)
+    values = _values(old)
+    for key in ("filter_init", "filter_fixed_dc"):
+        del values["model_config"][key]  # as written by vol25d before they existed
+    path = save_checkpoint(values, tmp_path / "path2.pt")
+    loaded = model_from_checkpoint(load_checkpoint(path), path)
+    assert (loaded.config.filter_init, loaded.config.filter_fixed_dc) == ("ramlak", False)
+    torch.testing.assert_close(loaded.filtration.effective_kernel(), old.filtration.kernel)
+
+
 def test_a_pickled_object_is_refused(tmp_path):
     # Any class outside torch's weights-only allow-list could run code when unpickled: it must be refused.
     torch.save({"format": "vol25d-checkpoint", "payload": argparse.Namespace(command="rm -rf /")}, tmp_path / "evil.pt")

@@ -155,9 +155,34 @@ def test_filtration_starts_as_documented():
     ones = identity.reconstruct(torch.ones(1, 1, 8, 6, 16), identity.angles, (10, 10))
     torch.testing.assert_close(ones, torch.ones_like(ones))
     assert identity.head.logits(torch.tensor([0.85, 0.95]).view(1, 1, 2, 1, 1)).flatten().sign().tolist() == [-1, 1]
+    assert identity.config.filter_radius == 8
     ramlak = Random25DUNet(1, 1, filter_init="ramlak", **SMALL)
     radius = ramlak.config.filter_radius
+    assert radius == 96
     assert torch.isclose(ramlak.filtration.kernel[0, radius], torch.tensor(torch.pi / 4))
     assert ramlak.filtration.kernel[0, radius + 1] < 0  # the ramp's negative lobe
     with pytest.raises(ValueError, match="filter_init"):
         ModelConfig(filter_init="hann")
+
+
+@pytest.mark.parametrize("fixed_dc", [True, False])
+def test_filtration_keeps_its_dc_gain_when_asked(fixed_dc):
+    torch.manual_seed(0)
+    model = Random25DUNet(1, 1, filter_fixed_dc=fixed_dc, **SMALL)
+    optimizer = torch.optim.SGD(model.filtration.parameters(), lr=0.1)
+    for _ in range(3):
+        views = torch.rand(1, 1, 8, 6, 20)
+        loss = -model.filtration(views)[..., 4:16].sum()  # pushes every tap up: the DC gain would grow
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    gain = float(model.filtration.effective_kernel().detach().sum())
+    if fixed_dc:
+        assert gain == pytest.approx(1.0, abs=1e-5)
+        # A view set that is object everywhere reconstructs to 1 inside, whatever the plane's size.
+        for size in (12, 40):
+            plane = model.reconstruct(torch.ones(1, 1, 8, 4, 4 * size), model.angles, (size, size))[0, 0, 2]
+            centre = plane[size // 2 - 2 : size // 2 + 2, size // 2 - 2 : size // 2 + 2]
+            torch.testing.assert_close(centre, torch.ones_like(centre))
+    else:
+        assert gain > 1.5

@@ -52,10 +52,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return values
 
 
+# Checkpoints written before ModelConfig had these fields started F as Ram–Lak and left its DC gain free.
+_BEFORE_FILTER_SETTINGS = {"filter_init": "ramlak", "filter_fixed_dc": False}
+
+
 def model_from_checkpoint(values: dict, path: str | os.PathLike = "checkpoint") -> Random25DUNet:
     """Build the model a checkpoint describes and load its weights."""
     try:
-        model = Random25DUNet.from_config(ModelConfig.from_dict(values["model_config"]))
+        model = Random25DUNet.from_config(ModelConfig.from_dict({**_BEFORE_FILTER_SETTINGS, **values["model_config"]}))
     except (ValueError, TypeError) as error:
         raise InputError(f"{path} has model settings this vol25d does not know ({error}); use vol25d {values['version']} or retrain") from None
     expected, found = set(model.state_dict()), set(values["state_dict"])
