@@ -35,7 +35,7 @@ class DemoSettings:
 
     @classmethod
     def cpu(cls) -> "DemoSettings":
-        return cls(train_cases=12, test_cases=4, size=48, path1_epochs=15, path2_epochs=5, directions=64, views=8)
+        return cls(train_cases=12, test_cases=4, size=48, path1_epochs=20, path2_epochs=5, directions=64, views=16)
 
     @classmethod
     def gpu(cls) -> "DemoSettings":
