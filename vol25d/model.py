@@ -42,11 +42,6 @@ class ModelConfig:
         filter_radius: the learnable filtration has ``2·filter_radius + 1`` taps along the detector; default
             8 for the identity start (a local sharpening), 96 for Ram–Lak (the ramp must reach across the
             detector).
-        filter_fixed_dc: keep F's DC gain (its taps' sum) at its starting value, so training shapes the filter
-            but not its level, which the head's affine sets. Measured: a 193-tap F trained on 48³ phantoms
-            grew tails summing to −13.5, which subtract the amount of vessel seen along the detector; on
-            96³ phantoms every vessel voxel then reconstructed negative and the output was empty (Dice
-            0.00–0.01). Truncated to 17 taps with the DC gain held at 1, the same weights gave 0.48–0.62.
         filter_init: F's starting kernel: ``"identity"`` (the default: ``R ∘ F`` starts as the mean of the
             views over the directions, the fraction of views whose ray through a voxel meets the object) or
             ``"ramlak"`` (the Ram–Lak ramp, exact for sum projections). U's views are silhouettes, not line
@@ -54,6 +49,11 @@ class ModelConfig:
             threshold for all cases gave Dice 0.48–0.51 per case where the Ram–Lak reconstruction gave
             0.41–0.48 and the trained Ram–Lak filtration 0.31–0.46, and the ramp's negative lobes sent whole
             cases to an empty mask when U over-segmented (experiments/results/tuning.md).
+        filter_fixed_dc: keep F's DC gain (its taps' sum) at its starting value, so training shapes the filter
+            but not its level, which the head's affine sets. Measured: a 193-tap F trained on 48³ phantoms
+            grew tails summing to −13.5, which subtract the amount of vessel seen along the detector; on
+            96³ phantoms every vessel voxel then reconstructed negative and the output was empty (Dice
+            0.00–0.01). Truncated to 17 taps with the DC gain held at 1, the same weights gave 0.48–0.62.
         activation: ``"sigmoid"`` (one probability per class, classes may overlap) or ``"softmax"``
             (exclusive classes, with an implicit background logit of 0).
         head_norm: ``"affine"`` (per-class ``γ·r + β``) or ``"instance"`` (instance norm with affine).
