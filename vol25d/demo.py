@@ -23,7 +23,12 @@ __all__ = ["DemoSettings", "run_demo"]
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo: ``cpu()`` fits 2 CPU cores in a few minutes, ``gpu()`` is a larger run."""
+    """Sizes of the demo: ``cpu()`` fits 2 CPU cores in a few minutes, ``gpu()`` is a larger run.
+
+    On a CPU the demo's U has one residual unit per level instead of two, which makes p = 24 views per step
+    affordable: held-out Dice 0.619 in 7.5 min, against 0.594 in 5.3 min with p = 16 and the default U, and
+    0.607 in 8.7 min with p = 24 and the default U (experiments/results/tuning.md).
+    """
 
     train_cases: int
     test_cases: int
@@ -32,10 +37,12 @@ class DemoSettings:
     path2_epochs: int
     directions: int
     views: int
+    unet_res_units: int = 2
 
     @classmethod
     def cpu(cls) -> "DemoSettings":
-        return cls(train_cases=12, test_cases=4, size=48, path1_epochs=20, path2_epochs=5, directions=64, views=16)
+        return cls(train_cases=12, test_cases=4, size=48, path1_epochs=20, path2_epochs=5, directions=64, views=24,
+                   unet_res_units=1)
 
     @classmethod
     def gpu(cls) -> "DemoSettings":
@@ -58,7 +65,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, *, device: s
     data = write_phantom_dataset(out / "data", settings.train_cases, settings.size, seed)
     test = write_phantom_dataset(out / "test", settings.test_cases, settings.size, seed + 1000)
     run = out / "run"
-    model = ModelConfig(directions=settings.directions, views=settings.views)
+    model = ModelConfig(directions=settings.directions, views=settings.views, num_res_units=settings.unet_res_units)
     train(data, run, TrainConfig(path=1, epochs=settings.path1_epochs, device=str(target), seed=seed),
           model_config=model, quiet=quiet)
     result = train(data, run, TrainConfig(path=2, epochs=settings.path2_epochs, device=str(target), seed=seed),
