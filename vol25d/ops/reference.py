@@ -69,18 +69,22 @@ def backproject(views: torch.Tensor, angles: torch.Tensor, height: int, width: i
     return volume.reshape(n, depth, height, width)
 
 
-def _bilinear_corners(h: torch.Tensor, w: torch.Tensor, height: int, width: int):
-    """Corner indices into the flattened plane and weights for bilinear samples at ``(h, w)``.
-
-    Returns ``(indices (4, …), weights (4, …), inside (…))``; ``inside`` marks samples within the volume
-    (up to :data:`INSIDE_TOLERANCE`).
-    """
-    inside = (
+def _inside(h: torch.Tensor, w: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Which samples at ``(h, w)`` lie within the plane, up to :data:`INSIDE_TOLERANCE`."""
+    return (
         (h >= -INSIDE_TOLERANCE)
         & (h <= height - 1 + INSIDE_TOLERANCE)
         & (w >= -INSIDE_TOLERANCE)
         & (w <= width - 1 + INSIDE_TOLERANCE)
     )
+
+
+def _bilinear_corners(h: torch.Tensor, w: torch.Tensor, height: int, width: int):
+    """Corner indices into the flattened plane and weights for bilinear samples at ``(h, w)``.
+
+    Returns ``(indices (4, …), weights (4, …), inside (…))``; ``inside`` is :func:`_inside`.
+    """
+    inside = _inside(h, w, height, width)
     h0 = torch.floor(h).clamp(0, max(height - 2, 0))
     w0 = torch.floor(w).clamp(0, max(width - 2, 0))
     fh = (h - h0).clamp(0, 1)
@@ -109,12 +113,7 @@ def mip(volume: torch.Tensor, angles: torch.Tensor, detector: int, keep_argmax: 
     compute = volume if volume.dtype in (torch.float32, torch.float64) else volume.float()
     source = compute.reshape(1, n * depth, height, width)
     h_all, w_all = ray_samples(angles.to(torch.float64), height, width, detector)
-    inside_all = (
-        (h_all >= -INSIDE_TOLERANCE)
-        & (h_all <= height - 1 + INSIDE_TOLERANCE)
-        & (w_all >= -INSIDE_TOLERANCE)
-        & (w_all <= width - 1 + INSIDE_TOLERANCE)
-    ).to(volume.device)
+    inside_all = _inside(h_all, w_all, height, width).to(volume.device)
     # grid_sample's normalised coordinates (align_corners=True: -1 and 1 are the first and last voxel).
     # Samples within the tolerance outside are clamped onto the edge, as the exact bilinear weights are.
     grid_all = torch.stack(
