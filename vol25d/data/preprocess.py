@@ -220,6 +220,8 @@ def _resample(array: np.ndarray, scale, offset, shape, *, antialias: bool) -> np
     array = np.asarray(array, dtype=np.float32)
     for axis in np.argsort(np.divide(shape, array.shape[1:])):  # shrink first: later passes move less data
         n, a = array.shape[axis + 1], scale[axis]
+        if a == 1.0 and offset[axis] == 0.0 and shape[axis] == n:
+            continue  # the native grid along this axis (spacing_tolerance): interpolation would copy it
         if antialias and a > 1.0:
             array = ndimage.gaussian_filter1d(array, (a - 1.0) / 2.0, axis=axis + 1, mode="nearest")
         x = np.clip(a * np.arange(shape[axis]) + offset[axis], 0.0, n - 1.0)
