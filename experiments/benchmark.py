@@ -59,7 +59,7 @@ from vol25d.data.prepare import prepare_cases
 from vol25d.infer import Predictor
 from vol25d.metrics import cldice, dice, hd95
 from vol25d.model import ModelConfig, Random25DUNet
-from vol25d.device import autocast, resolve_device
+from vol25d.device import amp_enabled, autocast, resolve_device
 from vol25d.train import Objective, TrainConfig, lr_schedule, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -100,7 +100,7 @@ class Settings:
 
     @property
     def amp(self) -> bool:
-        return self.device.type == "cuda"
+        return amp_enabled(self.device)
 
 
 # --- measuring --------------------------------------------------------------------------------------------

@@ -9,7 +9,11 @@ import torch
 
 from vol25d.errors import InputError
 
-__all__ = ["resolve_device", "autocast"]
+__all__ = ["resolve_device", "amp_enabled", "autocast", "full_precision", "AMP_DEVICE_TYPES"]
+
+# Device types on which ``amp=True`` turns bf16 autocast on. CPU autocast is slow on most CPUs, so only CUDA;
+# the tests add "cpu" to run the CUDA branch's mixed precision (and the ops CUDA refuses) on a CPU.
+AMP_DEVICE_TYPES: tuple[str, ...] = ("cuda",)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -21,6 +25,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def amp_enabled(device: torch.device, requested: bool = True) -> bool:
+    """Whether ``requested`` mixed precision runs on ``device`` (bf16 autocast, CUDA only)."""
+    return bool(requested) and device.type in AMP_DEVICE_TYPES
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA when ``enabled``; a no-op context on any other device."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    """bf16 autocast on ``device`` when ``enabled`` and :func:`amp_enabled`; a no-op context otherwise."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_enabled(device, enabled))
+
+
+def full_precision(device: torch.device | str):
+    """A context with autocast off on ``device``: losses and metrics run in float32 inside an autocast
+    region (CUDA autocast refuses ``binary_cross_entropy`` outright)."""
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return torch.autocast(device_type=device_type, enabled=False)
