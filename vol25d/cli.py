@@ -72,7 +72,12 @@ def _cmd_train(args) -> int:
         raise InputError(f"unknown setting in {args.config or 'the arguments'}: {error}") from None
     if args.path == 2 and (file.get("model") or args.directions or args.views or args.projection):
         raise InputError("path 2 keeps the model settings of its --init checkpoint; drop --directions/--views/--projection")
-    result = train(args.data, args.out, config, model_config=model, preprocess_options=file.get("preprocess"),
+    preprocess = dict(file.get("preprocess") or {})
+    if args.max_voxels is not None:
+        if args.path == 2:
+            raise InputError("path 2 keeps the preprocessing of its --init checkpoint; drop --max-voxels")
+        preprocess["max_voxels"] = args.max_voxels
+    result = train(args.data, args.out, config, model_config=model, preprocess_options=preprocess or None,
                    init=args.init, resume=args.resume, quiet=args.quiet)
     if _torchrun_rank() == 0:
         print(f"path {args.path}: {result.epochs} epochs in {result.seconds:.0f} s, best validation Dice "
@@ -154,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--directions", type=int, help="m, directions in [0, π) (default 64)")
     p.add_argument("--views", type=int, help="p, directions drawn per path-1 step (default 8)")
     p.add_argument("--projection", choices=("mip", "sum"), help="maximum intensity (default) or sum projection")
+    p.add_argument("--max-voxels", type=int, metavar="N",
+                   help="path 1: cap on D·H·W per image, coarser spacing above it; 0 = none (default: on a GPU, "
+                   "measured from its memory — full resolution when a step fits; on the CPU 128³)")
     p.add_argument("--epochs", type=int, help="passes over the training cases (default 100)")
     p.add_argument("--steps-per-case", type=int, help="optimiser steps per training case per epoch (default 12)")
     p.add_argument("--lr", type=float, help="peak learning rate of U (default 3e-3; F and T learn at 10× in path 1)")

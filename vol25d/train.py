@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vol25d import distributed
+from vol25d.capacity import plan_voxel_cap
 from vol25d.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from vol25d.data.augment import AugmentConfig, augment
 from vol25d.data.dataset import DatasetInfo, load_dataset, split_cases
@@ -357,7 +358,14 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
         model.freeze_unet()
         preprocess = PreprocessConfig.from_dict(init_values["preprocess"])
 
-    train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options)
+    amp = amp_enabled(device, config.amp)
+
+    def voxel_cap(shape):  # measured on every process's GPU; rank 0's cap plans them all alike
+        cached = math.ceil(len(train_cases) / world) + len(val_cases)
+        return distributed.broadcast(plan_voxel_cap(model.config, shape, device, amp, cached))
+
+    train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options,
+                                                     voxel_cap)
     model.to(device)
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -405,7 +413,6 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
 
         writer = SummaryWriter(str(out / "tb" / tag))
     objective = Objective(config)
-    amp = amp_enabled(device, config.amp)
     cache = val_cache = None
     if config.path == 2:
         mine = sorted(set(owned))
