@@ -81,8 +81,17 @@ def _cmd_train(args) -> int:
                    init=args.init, resume=args.resume, quiet=args.quiet)
     if _torchrun_rank() == 0:
         print(f"path {args.path}: {result.epochs} epochs in {result.seconds:.0f} s, best validation Dice "
-              f"{result.best_dice:.4f} at epoch {result.best_epoch} → {result.checkpoint}")
+              f"{result.best_dice:.4f} at epoch {result.best_epoch} → {result.checkpoint}{_peak_gpu_memory()}")
     return 0
+
+
+def _peak_gpu_memory() -> str:
+    """``", peak GPU memory X GiB"`` when this process used a GPU, else nothing."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return ""
+    return f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
 
 
 def _cmd_predict(args) -> int:
@@ -90,7 +99,7 @@ def _cmd_predict(args) -> int:
 
     written = predict(args.input, args.output, args.model, threshold=args.threshold, probabilities=args.probabilities,
                       tta=args.tta, min_size=args.min_size, report=args.report, device=args.device)
-    print(f"wrote {len(written)} file(s) to {args.output}")
+    print(f"wrote {len(written)} file(s) to {args.output}{_peak_gpu_memory()}")
     return 0
 
 
