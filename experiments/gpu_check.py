@@ -219,11 +219,11 @@ def machine_lines() -> list[str]:
     ]
 
 
-# Figures the steps print, as (label, regular expression on the step's log).
+# Figures the steps print: per step, (label, regular expression on its log; group 1 is the figure).
 _FIGURES = {
-    "train": [("path 1", r"path 1: .*"), ("path 2", r"path 2: .*")],
-    "predict": [("predict", r"wrote .*")],
-    "evaluate": [("mean Dice", r"mean Dice: .*")],
+    "train": [("path 1", r"path 1: (.*)"), ("path 2", r"path 2: (.*)"), ("predict", r"(wrote \d+ file.*)"),
+              ("held-out mean Dice", r"mean Dice: (.*)")],
+    "benchmark": [("benchmark", r"^(\w[\w-]*: Dice .*)"), ("sweep", r"^sweep (.*)")],
 }
 
 
@@ -243,8 +243,8 @@ def summary(out: Path) -> str:
         log = out / f"{name}.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         for label, pattern in _FIGURES.get(name, []):
-            found = re.findall(pattern, text)
-            lines.append(f"- {label}: {found[-1] if found else 'not reached'}")
+            found = re.findall(pattern, text, flags=re.MULTILINE)
+            lines += [f"- {label}: {figure}" for figure in found] or [f"- {label}: not reached"]
     for name, title in (("cuda_checks.md", "operator and model checks"), ("bench_ops.md", "bench_ops"),
                         ("benchmark.md", "benchmark and sweep")):
         lines.append(f"- {title}: " + (f"[{name}]({name})" if (out / name).exists() else "not written"))
