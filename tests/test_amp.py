@@ -20,10 +20,17 @@ def test_the_fixture_refuses_what_cuda_refuses(cuda_autocast):
             torch.nn.functional.binary_cross_entropy(probabilities, label)
 
 
-def test_amp_runs_on_cuda_only_by_default():
-    assert amp_enabled(torch.device("cuda"), True)
+@pytest.mark.parametrize("capability, expected", [((9, 0), True), ((8, 0), True), ((7, 5), False), ((7, 0), False)])
+def test_amp_runs_on_gpus_with_bf16_only(monkeypatch, caplog, capability, expected):
+    import vol25d.device
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"sm {capability}")
+    monkeypatch.setattr(vol25d.device, "_warned_bf16", False)
+    assert amp_enabled(torch.device("cuda"), True) is expected
     assert not amp_enabled(torch.device("cuda"), False)
     assert not amp_enabled(torch.device("cpu"), True)
+    assert ("no bf16 arithmetic" in caplog.text) is not expected
 
 
 def test_objective_is_float32_inside_autocast(cuda_autocast):

@@ -5,9 +5,13 @@ Imports torch only, so prediction does not pull in the training stack.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from vol25d.errors import InputError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["resolve_device", "amp_enabled", "autocast", "full_precision", "AMP_DEVICE_TYPES"]
 
@@ -26,8 +30,27 @@ def resolve_device(name: str) -> torch.device:
 
 
 def amp_enabled(device: torch.device, requested: bool = True) -> bool:
-    """Whether ``requested`` mixed precision runs on ``device`` (bf16 autocast, CUDA only)."""
-    return bool(requested) and device.type in AMP_DEVICE_TYPES
+    """Whether ``requested`` mixed precision runs on ``device``: bf16 autocast, on CUDA GPUs that compute in
+    bf16 (Ampere, sm 8.0, and later). Older GPUs (T4, V100) run float32: CUDA autocast refuses bf16 there,
+    and float16 would need loss scaling."""
+    if not requested or device.type not in AMP_DEVICE_TYPES:
+        return False
+    if device.type == "cuda" and not _cuda_bf16(device):
+        global _warned_bf16
+        if not _warned_bf16:
+            log.warning("%s has no bf16 arithmetic: mixed precision is off, running in float32",
+                        torch.cuda.get_device_name(device))
+            _warned_bf16 = True
+        return False
+    return True
+
+
+_warned_bf16 = False
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes natively in bf16 (compute capability ≥ 8.0)."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def autocast(device: torch.device, enabled: bool = True):
