@@ -16,7 +16,7 @@ STEPS = ("checks", "train", "bench_ops", "benchmark")
 
 def gpu_check(*args, timeout=600):
     env = {**os.environ, "PYTHON": sys.executable}
-    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, env=env,
+    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, encoding="utf-8", env=env,
                           timeout=timeout)
 
 

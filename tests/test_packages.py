@@ -10,7 +10,7 @@ from conftest import TINY_MODEL
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", timeout=300)
 
 
 def test_importing_the_gpu_path_does_not_import_simpleitk():
