@@ -3,9 +3,13 @@
 #
 #   bash experiments/gpu_check.sh [--out DIR] [--wheels DIR] [--limit-s 340] [--dry-run]
 #
+# OUT gets the results (summary.md, the steps' logs and reports); OUT/work the data, run folder and
+# predictions they were made from.
+#
 # Steps, each with its own share of the time limit, its log in OUT/<step>.log and a row in OUT/steps.tsv:
-#   install   pip-installs every wheel in --wheels (monai, nibabel, kornia, kornia_rs …) without resolving
-#             dependencies; vol25d itself runs from this checkout (PYTHONPATH), so nothing else is pulled in
+#   install   pip-installs every wheel in --wheels (monai, nibabel, kornia, kornia_rs: experiments/gpu_wheels.sh
+#             fetches them) into OUT/site without resolving dependencies; vol25d itself runs from this
+#             checkout (PYTHONPATH), so nothing else is pulled in
 #   checks    experiments/gpu_check.py ops: every operator and Triton kernel against the reference at 128³
 #             and 256³ (fp32 and bf16; forward, gradients, adjoint) and the model on CUDA against the CPU
 #   train     the CLI with --amp: make-phantoms (96³), train --path 1, train --path 2, predict, evaluate
@@ -43,6 +47,8 @@ fi
 [ -n "$out" ] || out="$here/experiments/results/gpu_check-$(date -u +%Y%m%d-%H%M)"
 mkdir -p "$out" || { echo "error: cannot create --out $out" >&2; exit 2; }
 out=$(cd "$out" && pwd)
+work="$out/work"  # phantoms, run folder, predictions, installed wheels: not results (git ignores it)
+mkdir -p "$work"
 : > "$out/steps.tsv"
 
 cd "$here"
@@ -55,7 +61,7 @@ if [ "$dry_run" = 1 ]; then
   export TRITON_INTERPRET=1 CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=1
   device=cpu sizes="8" views=4 model_size=12 phantom_size=16 phantoms=4 epochs1=1 epochs2=1
   bench_args=(--smoke --device cpu --threads 1) benchmark_args=(--smoke --sweep)
-  train_config="$out/tiny.yaml"
+  train_config="$work/tiny.yaml"
   printf 'model: {channels: [4, 8, 16], strides: [2, 2], num_res_units: 1, directions: 8, views: 2}\ntrain: {steps_per_case: 1}\n' > "$train_config"
 else
   device=cuda sizes="128 256" views=16 model_size=64 phantom_size=96 phantoms=8 epochs1=8 epochs2=3
@@ -97,7 +103,11 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 if [ -n "$wheels" ]; then
-  run_step install 90 "$python" -m pip install --no-index --no-deps --quiet "$wheels"/*.whl
+  # Into a folder of its own on PYTHONPATH: the node's packages stay as they are, nothing is resolved.
+  site="$work/site"
+  run_step install 90 "$python" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$site" "$wheels"/*.whl
+  export PYTHONPATH="$PYTHONPATH:$site"
 fi
 
 run_step checks 80 "$python" experiments/gpu_check.py ops --device "$device" --sizes $sizes --views "$views" \
@@ -108,16 +118,16 @@ train_run() {
   local cli=("$python" -m vol25d)
   local config=()
   [ -z "$train_config" ] || config=(--config "$train_config")
-  "${cli[@]}" make-phantoms "$out/data" --n "$phantoms" --size "$phantom_size" --seed 0
-  "${cli[@]}" make-phantoms "$out/test" --n 2 --size "$phantom_size" --seed 1000
-  "${cli[@]}" train --path 1 --data "$out/data" --out "$out/run" --device "$device" --amp --epochs "$epochs1" \
+  "${cli[@]}" make-phantoms "$work/data" --n "$phantoms" --size "$phantom_size" --seed 0
+  "${cli[@]}" make-phantoms "$work/test" --n 2 --size "$phantom_size" --seed 1000
+  "${cli[@]}" train --path 1 --data "$work/data" --out "$work/run" --device "$device" --amp --epochs "$epochs1" \
     --steps-per-case 8 "${config[@]}"
-  "${cli[@]}" train --path 2 --data "$out/data" --out "$out/run" --device "$device" --amp --epochs "$epochs2" \
-    --init "$out/run/path1.pt"
-  "${cli[@]}" predict -i "$out/test/imagesTr" -o "$out/pred" -m "$out/run/path2.pt" --device "$device"
-  "${cli[@]}" evaluate --pred "$out/pred" --ref "$out/test/labelsTr" --csv "$out/evaluation.csv"
+  "${cli[@]}" train --path 2 --data "$work/data" --out "$work/run" --device "$device" --amp --epochs "$epochs2" \
+    --init "$work/run/path1.pt"
+  "${cli[@]}" predict -i "$work/test/imagesTr" -o "$work/pred" -m "$work/run/path2.pt" --device "$device"
+  "${cli[@]}" evaluate --pred "$work/pred" --ref "$work/test/labelsTr" --csv "$out/evaluation.csv"
 }
-export python out device phantoms phantom_size epochs1 epochs2 train_config
+export python out work device phantoms phantom_size epochs1 epochs2 train_config
 export -f train_run
 run_step train 110 bash -c train_run
 
