@@ -32,8 +32,8 @@ def read_case_images(case: Case) -> list:
     return [read_volume(path) for path in case.image_paths]
 
 
-def _prepare(case: Case, dataset: DatasetInfo, config: PreprocessConfig, images=None) -> PreparedCase:
-    image, info = preprocess_image(images or read_case_images(case), config)
+def _prepare(case: Case, dataset: DatasetInfo, config: PreprocessConfig) -> PreparedCase:
+    image, info = preprocess_image(read_case_images(case), config)
     label = None
     if case.label_path is not None:
         label_volume = read_volume(case.label_path, dtype=None)
@@ -59,11 +59,11 @@ def prepare_cases(
     Returns:
         ``(train, val, config)``.
     """
-    images = [None] * len(train_cases)
     if config is None:
-        images = [read_case_images(case) for case in train_cases]
-        config = plan_from_volumes(images, **(options or {}))
+        # A generator: each training image is read, sampled and dropped (read again below), so planning holds
+        # one native-size image at a time, not the whole training set.
+        config = plan_from_volumes((read_case_images(case) for case in train_cases), **(options or {}))
         log.info("preprocessing planned: spacing %s mm, voxel cap %d", config.target_spacing_mm, config.max_voxels)
-    train = [_prepare(case, dataset, config, read) for case, read in zip(train_cases, images)]
+    train = [_prepare(case, dataset, config) for case in train_cases]
     val = [_prepare(case, dataset, config) for case in val_cases]
     return train, val, config
