@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--projections", nargs="+", default=["sum", "mip"])
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_start = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     rows, per_case = [], []
     with tempfile.TemporaryDirectory() as folder:
@@ -101,13 +102,14 @@ def main() -> None:
     lines = [
         "# The inference notebook's time per test case-day, and the whole test set on a T4",
         "",
-        f"Machine: {_machine()}, torch on 1 thread; 2 cores shared with other jobs, so CPU times are upper bounds.",
+        f"Machine: {_machine()}, torch on 1 thread; the cores were shared with other jobs (load average "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), so CPU times are upper bounds.",
         "Command: `python experiments/kaggle/bench_inference.py`. Model: the train notebook's full settings "
         f"(m = 64, default U-Net, 3 classes), preprocessing planned by the default planner (voxel cap "
         f"{config.max_voxels:,}, target spacing {'×'.join(f'{s:.2f}' for s in config.target_spacing_mm)} mm).",
         "",
         "| projection | case-day (X×Y×Z) | model input (D, H, W) | read PNGs (s) | preprocess (s) | model, CPU (s) | "
-        "restore + threshold (s) | RLE (s) | model GFLOP | model on a T4, estimated (s) |",
+        "restore + threshold (s) | RLE (s) | model GFLOP | model on a T4, floor from its FLOPs (s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
