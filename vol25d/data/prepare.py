@@ -35,8 +35,8 @@ def read_case_images(case: Case) -> list:
     return [read_volume(path) for path in case.image_paths]
 
 
-def _prepare(case: Case, dataset: DatasetInfo, config: PreprocessConfig, images=None) -> PreparedCase:
-    image, info = preprocess_image(images or read_case_images(case), config)
+def _prepare(case: Case, dataset: DatasetInfo, config: PreprocessConfig) -> PreparedCase:
+    image, info = preprocess_image(read_case_images(case), config)
     label = None
     if case.label_path is not None:
         label_volume = read_volume(case.label_path, dtype=None)
@@ -66,10 +66,11 @@ def prepare_cases(
     Returns:
         ``(train, val, config)``.
     """
-    images = [None] * len(train_cases)
     if config is None:
         options = dict(options or {})
-        images = [read_case_images(case) for case in train_cases]
+        # A generator: each training image is read, sampled and dropped (read again below), so planning holds
+        # one native-size image at a time, not the whole training set.
+        images = (read_case_images(case) for case in train_cases)
         if voxel_cap is None or "max_voxels" in options:
             config = plan_from_volumes(images, **options)
         else:
@@ -78,6 +79,6 @@ def prepare_cases(
         log.info("preprocessing planned: spacing %s mm, median image %s voxels, voxel cap %s",
                  config.target_spacing_mm, "×".join(map(str, config.planned_shape or ())),
                  config.max_voxels or "none")
-    train = [_prepare(case, dataset, config, read) for case, read in zip(train_cases, images)]
+    train = [_prepare(case, dataset, config) for case in train_cases]
     val = [_prepare(case, dataset, config) for case in val_cases]
     return train, val, config

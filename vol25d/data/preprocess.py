@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -483,11 +483,12 @@ def with_voxel_cap(config: PreprocessConfig, max_voxels: int) -> PreprocessConfi
                    planned_shape=tuple(shape))
 
 
-def plan_from_volumes(images: Sequence[Volume | Sequence[Volume]], *, samples_per_image: int = 20_000,
+def plan_from_volumes(images: Iterable[Volume | Sequence[Volume]], *, samples_per_image: int = 20_000,
                       seed: int = 0, **options) -> PreprocessConfig:
-    """:func:`plan_preprocessing` from loaded training images (Volume, or one Volume per channel, per case).
+    """:func:`plan_preprocessing` from training images (Volume, or one Volume per channel, per case).
 
-    Intensity statistics use up to ``samples_per_image`` random body voxels per image and channel.
+    ``images`` may be a generator: each image is used once, for its spacing, shape and a sample of up to
+    ``samples_per_image`` random body voxels per channel, and not kept — memory is one image plus the samples.
     """
     rotation_axis = options.get("rotation_axis", "SI")
     rng = np.random.default_rng(seed)
@@ -502,4 +503,5 @@ def plan_from_volumes(images: Sequence[Volume | Sequence[Volume]], *, samples_pe
         picked = [c[body] if body.any() else c.ravel() for c in small]
         picked = [p[rng.choice(p.size, min(p.size, samples_per_image), replace=False)] for p in picked]
         samples = picked if not samples else [np.concatenate(pair) for pair in zip(samples, picked)]
+        del image, array, canonical  # before the next image is read: one native-size image at a time
     return plan_preprocessing(geometry, samples, **options)
