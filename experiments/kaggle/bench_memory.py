@@ -88,7 +88,7 @@ import json, logging, resource, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from vol25d.data import gitract
+from vol25d.data.gitract import convert, reading
 from vol25d.data.dataset import load_dataset, split_cases
 from vol25d.data.prepare import read_case_images
 from vol25d.data.preprocess import plan_from_volumes, preprocess_image
@@ -97,18 +97,18 @@ src, out = Path(sys.argv[1]), Path(sys.argv[2])
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB
 marks = {"start": peak()}
 
-days = gitract._case_day_dirs(src / "train")
+days = reading._case_day_dirs(src / "train")
 checkpoints = {len(days) // 4: "a quarter", len(days) // 2: "half"}
-original = gitract.read_gitract_case
+original = convert.read_gitract_case
 seen = []
 def counted(case_day_dir, rles):
     seen.append(case_day_dir)
     if len(seen) - 1 in checkpoints:
         marks[f"conversion, {checkpoints[len(seen) - 1]} of the case-days"] = peak()
     return original(case_day_dir, rles)
-gitract.read_gitract_case = counted
+convert.read_gitract_case = counted  # the name convert_gitract calls
 start = time.perf_counter()
-gitract.convert_gitract(src, out)
+convert.convert_gitract(src, out)
 marks["conversion, all case-days"] = peak()
 seconds = {"conversion": time.perf_counter() - start}
 
