@@ -3,7 +3,6 @@
 import logging
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,7 +10,7 @@ from conftest import TINY_MODEL
 from vol25d import capacity
 from vol25d.data.dataset import load_dataset, split_cases
 from vol25d.data.prepare import prepare_cases
-from vol25d.data.preprocess import DEFAULT_MAX_VOXELS, PreprocessConfig, with_voxel_cap
+from vol25d.data.preprocess import DEFAULT_MAX_VOXELS, PreprocessConfig
 from vol25d.errors import InputError
 from vol25d.model import ModelConfig
 
@@ -86,17 +85,6 @@ def test_the_cuda_branch_budgets_free_memory_less_path_2s_cache(monkeypatch, cap
     assert len(steps) == 1 and math.isfinite(steps[0])
     assert cap == int(12 * 16 * 16 * (0.8 * free - cache) / (1e4 * 12 * 16 * 16))
     assert "full resolution" in caplog.text and "a test GPU" in caplog.text
-
-
-def test_a_cap_coarsens_the_plan_only_when_the_median_image_is_over_it():
-    planned = PreprocessConfig(target_spacing_mm=(1.0, 0.5, 0.5), max_voxels=0, planned_shape=(100, 200, 200))
-    same = with_voxel_cap(planned, 10**7)
-    assert same.target_spacing_mm == (1.0, 0.5, 0.5) and same.max_voxels == 10**7
-    coarse = with_voxel_cap(planned, 10**6)
-    assert coarse.max_voxels == 10**6 and math.prod(coarse.planned_shape) <= 10**6
-    ratio = np.divide(coarse.target_spacing_mm, planned.target_spacing_mm)
-    assert np.allclose(ratio, ratio[0]) and ratio[0] > 1.5
-    assert with_voxel_cap(planned, 0).target_spacing_mm == (1.0, 0.5, 0.5)
 
 
 @pytest.mark.parametrize("bad", [True, 5, -1, 2.5])

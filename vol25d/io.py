@@ -22,11 +22,15 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 
 from vol25d.errors import InputError
+
+if TYPE_CHECKING:  # imported on first use only (_sitk)
+    import SimpleITK
 
 __all__ = ["Volume", "read_volume", "write_volume", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "WRITE_SUFFIXES"]
 

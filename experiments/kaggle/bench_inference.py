@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import PIXEL_MM, SIZES, SLICES, _machine, _slice  # noqa: E402  (the same synthetic slices)
 
 from vol25d.data.gitract import CLASSES, read_gitract_test_case, submission_rows  # noqa: E402
-from vol25d.data.preprocess import plan_from_volumes, preprocess_image, restore  # noqa: E402
+from vol25d.data.planning import plan_from_volumes  # noqa: E402
+from vol25d.data.preprocess import preprocess_image, restore  # noqa: E402
 from vol25d.infer import Predictor, probabilities_to_labels  # noqa: E402
 from vol25d.model import ModelConfig, Random25DUNet  # noqa: E402
 

@@ -4,7 +4,7 @@ A synthetic competition folder of the real shape — patients × days × 144 sli
 PNGs (1.5 mm pixels, as most of the real case-days), and a ``train.csv`` with three rows per slice whose masks
 are real RLE — is converted with :func:`vol25d.data.gitract.convert_gitract` into a scratch folder, then the
 preprocessing is planned from the training case-days exactly as ``vol25d.data.prepare.prepare_cases`` plans it
-(a generator of images into :func:`vol25d.data.preprocess.plan_from_volumes`). Each size runs in a fresh
+(a generator of images into :func:`vol25d.data.planning.plan_from_volumes`). Each size runs in a fresh
 process, which reports its peak RSS (``ru_maxrss``) after a quarter, half and all of the case-days of each
 step, so a peak that grew with the number of case-days would show.
 
@@ -91,7 +91,8 @@ torch.set_num_threads(1)
 from vol25d.data.gitract import convert, reading
 from vol25d.data.dataset import load_dataset, split_cases
 from vol25d.data.prepare import read_case_images
-from vol25d.data.preprocess import plan_from_volumes, preprocess_image
+from vol25d.data.planning import plan_from_volumes
+from vol25d.data.preprocess import preprocess_image
 
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB

@@ -10,9 +10,8 @@ from typing import Callable
 import torch
 
 from vol25d.data.dataset import Case, DatasetInfo
-from vol25d.data.preprocess import (
-    PreprocessConfig, RestoreInfo, plan_from_volumes, preprocess_image, preprocess_label, with_voxel_cap,
-)
+from vol25d.data.planning import plan_from_volumes, with_voxel_cap
+from vol25d.data.preprocess import PreprocessConfig, RestoreInfo, preprocess_image, preprocess_label
 from vol25d.io import read_volume
 
 log = logging.getLogger(__name__)
