@@ -242,15 +242,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal; the example epilog kept as written."""
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("example:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def _command(commands, name: str, summary: str, description: str, example: str, parents) -> argparse.ArgumentParser:
     return commands.add_parser(name, help=summary, description=description, epilog=f"example:\n  {example}",
-                               formatter_class=argparse.RawDescriptionHelpFormatter, parents=parents)
+                               formatter_class=_HelpFormatter, parents=parents)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vol25d", description="Fully 3D MRI segmentation with the random 2.5D U-Net "
                      "(Angermann & Haltmeier, MLMECH 2019). Run `vol25d COMMAND --help` for each command.",
-                     epilog="example:\n  vol25d demo --out vol25d-demo", formatter_class=argparse.RawDescriptionHelpFormatter)
+                     epilog="example:\n  vol25d demo --out vol25d-demo", formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"vol25d {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the final result")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
