@@ -115,6 +115,16 @@ def _shifted_prediction(ctx, tmp):
     return ["evaluate", "--pred", pred, "--ref", ctx["phantoms"] / "labelsTr", "--csv", tmp / "scores.csv"]
 
 
+def _four_d_prediction(ctx, tmp):
+    pred = tmp / "pred"
+    pred.mkdir()
+    for label in sorted((ctx["phantoms"] / "labelsTr").iterdir()):
+        image = nib.load(label)
+        data = np.asarray(image.dataobj)
+        _image(pred / label.name, np.stack([data, data], axis=-1), image.affine)
+    return ["evaluate", "--pred", pred, "--ref", ctx["phantoms"] / "labelsTr"]
+
+
 def _other_classes(ctx, tmp):
     data = tmp / "data"
     shutil.copytree(ctx["phantoms"], data)
@@ -180,6 +190,11 @@ CASES = [
      ["--resume", "--init"]),
     ("evaluate-missing", _missing_predictions, 1, ["no prediction for 3 of the 4", "phantom_001", "--allow-missing"]),
     ("evaluate-affine", _shifted_prediction, 1, ["affine differs", "origin by 2 mm"]),
+    ("output-under-a-file", lambda c, t: (t / "afile").write_text("x") and
+     ["predict", "-i", c["phantoms"] / "imagesTr", "-o", t / "afile" / "pred", "-m", c["run"] / "path2.pt"], 1,
+     ["afile/pred", "Not a directory"]),
+    ("data-is-a-file", lambda c, t: _train(c["phantoms"] / "dataset.json", t), 1, ["dataset.json", "not a folder"]),
+    ("evaluate-4d-against-3d", _four_d_prediction, 1, ["(24, 24, 24, 2)", "one channel per class"]),
     ("usage-bad-choice", lambda c, t: ["train", "--path", 3, "--data", t, "--out", t / "run"], 2, ["--path", "--help"]),
     ("usage-missing-argument", lambda c, t: ["predict", "-i", t], 2, ["required", "--help"]),
 ]

@@ -90,6 +90,10 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | 
         pred, ref = read_volume(pred_path), read_volume(ref_path)
         if pred.shape != ref.shape:
             raise InputError(f"{pred_path}: shape {pred.shape} differs from its reference {ref_path} {ref.shape}; predict on the reference's image")
+        if pred.array.ndim != ref.array.ndim or pred.array.shape[3:] != ref.array.shape[3:]:
+            raise InputError(f"{pred_path}: array shape {pred.array.shape} does not match its reference {ref_path} "
+                             f"{ref.array.shape} (a 4-D file holds one channel per class); evaluate labels like the "
+                             "references")
         mismatch = grid_mismatch(pred_path, pred.shape, pred.affine, ref_path, ref.shape, ref.affine,
                                  fix="predict on the reference's image (predict keeps its input's geometry)")
         if mismatch:

@@ -33,7 +33,8 @@ __all__ = ["Predictor", "predict", "probabilities_to_labels", "label_map", "remo
 # multi-label model, <case>_labelmap<ending> (a 3-D map viewers open as a segmentation).
 PROBABILITIES_SUFFIX = "_probabilities"
 LABEL_MAP_SUFFIX = "_labelmap"
-# Mirrors averaged by test-time augmentation: none, then each axis of the (D, H, W) grid alone.
+# Mirrors averaged by test-time augmentation: none, then each axis of the (D, H, W) grid alone. Off by default:
+# on held-out phantoms it gained 0.008 Dice for 3.4x the time (experiments/results/tta.md).
 _TTA_FLIPS = ((), (2,), (3,), (4,))
 
 
