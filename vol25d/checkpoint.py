@@ -139,7 +139,8 @@ def format_description(description: dict) -> str:
     rows = [
         ("file", description["file"]),
         ("written by", f"vol25d {description['vol25d_version']}"),
-        ("trained in", f"path {description['path']}" + (" (U frozen)" if model["unet_frozen"] else "")),
+        ("trained in", None if description["path"] is None else
+         f"path {description['path']}" + (" (U frozen)" if model["unet_frozen"] else "")),
         ("classes", description["classes"]),
         ("multi-label", "yes (classes may overlap)" if description["multi_label"] else "no"),
         ("channels", description["channels"]),
