@@ -55,7 +55,7 @@ def _config_file(path: str | None) -> dict:
     if not file.is_file():
         raise FileNotFoundError(f"config file {file} does not exist; pass a YAML file with train/model/preprocess sections")
     try:
-        values = yaml.safe_load(file.read_text())
+        values = yaml.safe_load(file.read_text(encoding="utf-8"))  # YAML is UTF-8
     except yaml.YAMLError as error:
         raise InputError(f"{file} is not valid YAML ({str(error).splitlines()[0]}); fix the file") from None
     except (UnicodeDecodeError, OSError) as error:

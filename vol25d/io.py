@@ -105,8 +105,8 @@ def is_dicom_folder(folder: str | os.PathLike) -> bool:
     if not folder.is_dir():
         return False
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
-            continue
+        if not path.is_file() or path.name.startswith(".") or image_suffix(path) is not None:
+            continue  # NIfTI, NRRD, MetaImage files are not DICOM slices: no need to open them
         if path.suffix.lower() == ".dcm":
             return True
         try:
