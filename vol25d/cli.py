@@ -402,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(message)s", force=True)  # force: main() may run twice in a process
     try:
         return args.run(args)
+    except BrokenPipeError:  # `vol25d info … | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (InputError, OSError) as error:
         if isinstance(error, OSError) and error.filename is not None:  # raised by the OS: name the path
             error = f"{error.filename}: {error.strerror or type(error).__name__}; check the path and its permissions"

@@ -211,13 +211,13 @@ def _check_init_fits(values: dict, dataset: DatasetInfo, init: Path) -> None:
     if len(values["channel_names"]) != len(dataset.channel_names):
         raise InputError(
             f"{init} was trained on {len(values['channel_names'])} image channel(s) {list(values['channel_names'])} "
-            f"but {dataset.root} has {len(dataset.channel_names)} {list(dataset.channel_names)}; start from a model "
-            "trained on the same channels, or train path 1 without --init"
+            f"but {dataset.root} has {len(dataset.channel_names)} {list(dataset.channel_names)}; --init needs a model "
+            "trained on the same channels"
         )
     if list(values["class_names"]) != list(dataset.class_names):
         raise InputError(
             f"{init} segments {list(values['class_names'])} but {dataset.root} labels {list(dataset.class_names)}; "
-            "give dataset.json the same classes in the same order, or train path 1 without --init"
+            "--init needs a model of the same classes in the same order (dataset.json's labels)"
         )
 
 
