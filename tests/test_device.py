@@ -25,9 +25,12 @@ def test_cuda_without_a_gpu_says_so(name):
         resolve_device(name)
 
 
-def test_auto_threads_is_one_on_two_cpus_and_torch_default_above():
+def test_auto_threads_is_one_on_two_cpus_and_torch_default_above(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert auto_threads(1) == 1 and auto_threads(2) == 1
     assert auto_threads(3) is None and auto_threads(64) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own choice stands
+    assert auto_threads(2) is None
 
 
 def test_set_threads():
