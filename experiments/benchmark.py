@@ -59,12 +59,13 @@ from vol25d.data.prepare import prepare_cases
 from vol25d.infer import Predictor
 from vol25d.metrics import cldice, dice, hd95
 from vol25d.model import ModelConfig, Random25DUNet
-from vol25d.device import autocast, resolve_device
+from vol25d.device import amp_enabled, autocast, resolve_device
 from vol25d.train import Objective, TrainConfig, lr_schedule, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("vol25d", "unet3d", "unet3d-patch", "slice2d", "stack25d")
 SWEEP_SIZES = ((128, 128, 128), (256, 256, 256), (384, 384, 384), (256, 512, 512))  # (D, H, W)
+SMOKE_SWEEP_SIZES = ((16, 16, 16), (16, 24, 24))  # --smoke --sweep: the same code on the CPU, memory not measured
 VAL_FRACTION = 0.2
 SLICES_PER_STEP = 8
 STACK = 5
@@ -100,7 +101,7 @@ class Settings:
 
     @property
     def amp(self) -> bool:
-        return self.device.type == "cuda"
+        return amp_enabled(self.device)
 
 
 # --- measuring --------------------------------------------------------------------------------------------
@@ -288,9 +289,15 @@ def _epoch_seconds(metrics_csv: Path) -> float:
         return max(1e-3, float(list(csv.DictReader(handle))[-1]["seconds"]))
 
 
+def _model_config(settings: Settings) -> ModelConfig:
+    """vol25d's settings in the benchmark: the defaults, or a tiny model with --smoke."""
+    if settings.smoke:
+        return ModelConfig(channels=settings.channels, strides=settings.strides, directions=8, views=2, filter_radius=8)
+    return ModelConfig()
+
+
 def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_data) -> dict:
-    model_config = (ModelConfig(channels=settings.channels, strides=settings.strides, directions=8, views=2,
-                                filter_radius=8) if settings.smoke else ModelConfig())
+    model_config = _model_config(settings)
     base = dict(steps_per_case=2 if settings.smoke else 12, val_fraction=VAL_FRACTION, device=str(settings.device),
                 seed=settings.seed)
     n_train = len(split_cases(load_dataset(train_dir).cases, VAL_FRACTION, settings.seed)[0])
@@ -348,12 +355,12 @@ def make_data(settings: Settings, work: Path) -> tuple[Path, list, list]:
 
 # --- sweep --------------------------------------------------------------------------------------------------
 
-def sweep(settings: Settings) -> list[dict]:
+def sweep(settings: Settings, sizes=SWEEP_SIZES) -> list[dict]:
     """One training step of each method on a random whole volume of each size; peak memory or OOM."""
     rows = []
     device = settings.device
     config = TrainConfig(path=1, device=str(device))
-    for shape in SWEEP_SIZES:
+    for shape in sizes:
         for name in METHODS:
             row = {"method": name, "shape": shape}
             try:
@@ -361,7 +368,7 @@ def sweep(settings: Settings) -> list[dict]:
                 image = torch.randn(1, 1, *shape, device=device)
                 label = (torch.rand(1, 1, *shape, device=device) > 0.99).float()
                 if name == "vol25d":
-                    model = Random25DUNet.from_config(ModelConfig()).to(device).train()
+                    model = Random25DUNet.from_config(_model_config(settings)).to(device).train()
                     objective = Objective(config)
                     angles = model.draw_angles()
                     from vol25d.ops import mip
@@ -442,8 +449,9 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
     elif not sweep_rows:
         lines.append("not run on CPU")
     else:
-        lines += ["| method | " + " | ".join("×".join(map(str, s)) for s in SWEEP_SIZES) + " | largest that fits |",
-                  "|---|" + "---|" * (len(SWEEP_SIZES) + 1)]
+        sizes = list(dict.fromkeys(row["shape"] for row in sweep_rows))
+        lines += ["| method | " + " | ".join("×".join(map(str, s)) for s in sizes) + " | largest that fits |",
+                  "|---|" + "---|" * (len(sizes) + 1)]
         for method in METHODS:
             cells = [row["memory"] if row["memory"] == "OOM" else _gib(row["memory"])
                      for row in sweep_rows if row["method"] == method]
@@ -467,7 +475,7 @@ def plot(results: dict, shape, sweep_rows, path: Path) -> None:
     for method in METHODS:
         left.scatter([voxels], [results[method]["dice"]], label=method)
         points = [(int(np.prod(r["shape"])), r["memory"] / 2**30) for r in sweep_rows or []
-                  if r["method"] == method and r["memory"] != "OOM"]
+                  if r["method"] == method and r["memory"] not in ("OOM", None)]
         if results[method]["train_mem"] is not None:
             points.append((voxels, results[method]["train_mem"] / 2**30))
         if points:
@@ -495,7 +503,8 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default="benchmark")
     parser.add_argument("--out-dir", type=Path, help=f"where the Markdown and PNG go (default {RESULTS})")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--sweep", action="store_true", help="largest whole volume per method (GPU only)")
+    parser.add_argument("--sweep", action="store_true", help="largest whole volume per method (GPU; with --smoke "
+                        "tiny sizes on the CPU)")
     parser.add_argument("--smoke", action="store_true", help="tiny run on CPU; needs --out-dir")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -526,7 +535,10 @@ def main(argv=None) -> None:
         shape = tuple(test_data[0].image.shape[1:])
     sweep_rows = None
     if args.sweep:
-        sweep_rows = sweep(settings) if settings.device.type == "cuda" else []
+        if settings.device.type == "cuda":
+            sweep_rows = sweep(settings)
+        else:  # on the CPU only at smoke sizes: it checks the code, memory is not measured
+            sweep_rows = sweep(settings, SMOKE_SWEEP_SIZES) if settings.smoke else []
     text = report(settings, results, shape, sweep_rows, out_dir, args.name)
     (out_dir / f"{args.name}.md").write_text(text)
     plot(results, shape, sweep_rows, out_dir / f"{args.name}.png")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from vol25d.data.phantom import write_phantom_dataset
@@ -37,3 +38,25 @@ def run(phantoms, tiny_config, tmp_path_factory) -> Path:
         subprocess.run([sys.executable, "-m", "vol25d", "-q", "train", "--data", str(phantoms), "--out", str(out),
                         "--device", "cpu", *map(str, args)], check=True, capture_output=True, env=env)
     return out
+
+
+class _CudaAutocastRules(torch.overrides.TorchFunctionMode):
+    """Refuses, inside an enabled CPU autocast region, the ops that CUDA autocast refuses ("unsafe to
+    autocast"): with ``cuda_autocast`` below, a CPU run meets the CUDA rule that no CPU run would show."""
+
+    REFUSED = ("binary_cross_entropy",)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.REFUSED and torch.is_autocast_enabled("cpu"):
+            raise RuntimeError(f"torch.nn.functional.{func.__name__} is unsafe to autocast (CUDA refuses it)")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def cuda_autocast(monkeypatch):
+    """Run ``amp=True`` code on the CPU as it runs on CUDA: bf16 autocast on, CUDA's refused ops refused."""
+    import vol25d.device
+
+    monkeypatch.setattr(vol25d.device, "AMP_DEVICE_TYPES", ("cuda", "cpu"))
+    with _CudaAutocastRules():
+        yield

@@ -170,7 +170,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch, name):
         raise OSError("disk full")
 
     monkeypatch.setattr(vio.nib, "save", half_write_then_fail)
-    monkeypatch.setattr(vio.sitk, "WriteImage", half_write_then_fail)
+    monkeypatch.setattr(vio._sitk(), "WriteImage", half_write_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_volume(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), tmp_path / name)
     assert list(tmp_path.iterdir()) == []

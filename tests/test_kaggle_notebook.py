@@ -1,9 +1,11 @@
-"""experiments/kaggle_gi_tract.ipynb runs end to end (SMOKE settings, CPU) on a small competition-shaped folder."""
+"""The Kaggle notebooks in experiments/kaggle/ run end to end (train in SMOKE settings, then inference, on a CPU)
+on a small competition-shaped folder, and their kernel-metadata.json attach what they read."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -17,10 +19,13 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "kaggle_gi_tract.ipynb"
+KAGGLE = Path(__file__).resolve().parents[1] / "experiments" / "kaggle"
+TRAIN = KAGGLE / "gi_tract_train" / "vol25d-gi-tract-train.ipynb"
+INFER = KAGGLE / "gi_tract_infer" / "vol25d-gi-tract-infer.ipynb"
 
 # (case, case_day, W, H, pw, ph, slice numbers): W ≠ H so a swapped axis shows in the RLE check; one test
-# case-day does not start at slice 1, so ids must come from the file names.
+# case-day does not start at slice 1, so ids must come from the file names; case1 has two days, which the
+# patient split must keep together.
 TRAIN_DAYS = [
     ("case1", "case1_day0", 40, 32, 1.50, 1.50, range(1, 9)),
     ("case1", "case1_day3", 40, 32, 1.50, 1.50, range(1, 10)),
@@ -79,20 +84,56 @@ def _kernel_of_this_interpreter(tmp_path, monkeypatch) -> str:
     return spec.name
 
 
-def test_notebook_runs_and_writes_a_valid_submission(competition, tmp_path, monkeypatch):
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def _execute(path: Path, parameters: dict, tmp_path: Path, kernel: str):
+    """Run a notebook with ``parameters`` injected after its 'parameters' cell (papermill's way); return it run."""
+    notebook = nbformat.read(path, as_version=4)
     tagged = [i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])]
-    assert len(tagged) == 1, "the notebook needs exactly one cell tagged 'parameters'"
-    out = tmp_path / "out"
-    injected = nbformat.v4.new_code_cell(f"DATA_DIR = {str(competition)!r}\nOUT_DIR = {str(out)!r}\nSMOKE = True")
-    notebook.cells.insert(tagged[0] + 1, injected)
-
-    kernel = _kernel_of_this_interpreter(tmp_path, monkeypatch)
+    assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+    defaults = {}
+    exec(notebook.cells[tagged[0]].source, {}, defaults)
+    assert set(parameters) <= set(defaults), f"{path.name} has no parameter(s) {set(parameters) - set(defaults)}"
+    injected = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+    notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(injected))
     client = nbclient.NotebookClient(notebook, timeout=600, kernel_name=kernel,
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # a cell that raises fails the test with its traceback
+    return notebook
 
-    with (out / "submission.csv").open(newline="") as handle:
+
+def _outputs(notebook) -> tuple[str, list]:
+    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    return "".join(o.get("text", "") for o in outputs), [o for o in outputs if "image/png" in o.get("data", {})]
+
+
+def test_train_notebook_writes_a_model_folder_the_inference_notebook_submits_with(competition, tmp_path, monkeypatch):
+    kernel = _kernel_of_this_interpreter(tmp_path, monkeypatch)
+    out, scratch = tmp_path / "working", tmp_path / "scratch"
+    trained = _execute(TRAIN, {"DATA_DIR": str(competition), "OUT_DIR": str(out), "SCRATCH_DIR": str(scratch),
+                               "SMOKE": True}, tmp_path, kernel)
+
+    text, figures = _outputs(trained)
+    assert "the model folder gets projection=" in text
+    assert len(figures) == 2  # the views the model sees; validation slices with truth and prediction
+    model = out / "vol25d-gi-tract-model"
+    assert {p.name for p in model.iterdir()} == {"model.pt", "config.yaml", "path1_metrics.csv", "path2_metrics.csv",
+                                                 "validation.json", "dataset-metadata.json"}
+    assert {p.name for p in out.iterdir()} == {"vol25d-gi-tract-model", "runs"}  # no converted data, no leftovers
+    assert {p.name for p in (out / "runs").iterdir()} == {"mip", "sum"}
+    assert not (scratch / "dataset").exists()  # the converted copy lived outside OUT_DIR and is gone
+    validation = json.loads((model / "validation.json").read_text())
+    days = {case_day: case for case, case_day, *_ in TRAIN_DAYS}
+    held_out, trained_on = set(validation["validation_patients"]), set(validation["training_patients"])
+    assert held_out and trained_on and not held_out & trained_on and held_out | trained_on == set(days.values())
+    assert sorted(validation["validation_case_days"]) == sorted(d for d, case in days.items() if case in held_out)
+    assert set(validation["scores"]) == {"mip", "sum"} and validation["projection"] in {"mip", "sum"}
+    assert all(0.0 <= s["score"] <= 1.0 for s in validation["scores"].values())
+    metadata = json.loads((model / "dataset-metadata.json").read_text())
+    assert metadata["id"].endswith("/vol25d-gi-tract-model") and metadata["licenses"]
+
+    submission_dir = tmp_path / "submission"
+    inferred = _execute(INFER, {"DATA_DIR": str(competition), "MODEL_DIR": str(model), "OUT_DIR": str(submission_dir)},
+                        tmp_path, kernel)
+    with (submission_dir / "submission.csv").open(newline="") as handle:
         reader = csv.reader(handle)
         assert next(reader) == ["id", "class", "predicted"]
         rows = list(reader)
@@ -103,9 +144,23 @@ def test_notebook_runs_and_writes_a_valid_submission(competition, tmp_path, monk
     for slice_id, _, rle in rows:
         mask = rle_decode(rle, shapes[slice_id], name=slice_id)  # raises if a run leaves the slice
         assert mask.shape == shapes[slice_id]
-    outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
-    assert "submitting with projection=" in outputs and "16 test slices" in outputs
-    figures = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(figures) == 2  # the views the model sees; validation slices with truth and prediction
-    assert not (out / "vol25d_work" / "dataset").exists()
-    assert {p.name for p in (out / "vol25d_work" / "runs").iterdir()} == {"mip", "sum"}
+    text, _ = _outputs(inferred)
+    assert f"submitting with projection={validation['projection']!r}" in text
+    assert "16 test slices of 2 case-days" in text
+    assert {p.name for p in submission_dir.iterdir()} == {"submission.csv"}
+
+
+@pytest.mark.parametrize("notebook", [TRAIN, INFER], ids=["train", "infer"])
+def test_kernel_metadata_attaches_what_the_notebook_reads(notebook):
+    metadata = json.loads((notebook.parent / "kernel-metadata.json").read_text())
+    assert metadata["code_file"] == notebook.name
+    assert metadata["kernel_type"] == "notebook" and metadata["language"] == "python"
+    assert metadata["enable_internet"] is False  # a code competition's submission runs offline
+    assert metadata["enable_gpu"] is True and metadata["machine_shape"] == "NvidiaTeslaT4"
+    assert metadata["competition_sources"] == ["uw-madison-gi-tract-image-segmentation"]
+    slug = metadata["id"].split("/")[1]
+    assert slug == re.sub(r"[^a-z0-9]+", "-", metadata["title"].lower())  # Kaggle derives the slug from the title
+    source = "".join(cell.source for cell in nbformat.read(notebook, as_version=4).cells if cell.cell_type == "code")
+    read = set(re.findall(r"/kaggle/input/([\w-]+)", source))
+    attached = {name.split("/")[1] for name in metadata["dataset_sources"]} | set(metadata["competition_sources"])
+    assert read == attached

@@ -151,12 +151,17 @@ def _cmd_train(args) -> int:
         raise InputError(f"{args.config}: {error}" if args.config else str(error)) from None
     except (TypeError, ValueError) as error:  # the model's and dataclasses' own checks
         raise InputError(f"bad setting in {source}: {error}") from None
+    preprocess = dict(file["preprocess"])
+    if args.max_voxels is not None:
+        if args.init is not None:
+            raise InputError(f"--init keeps the preprocessing of {args.init}; drop --max-voxels")
+        preprocess["max_voxels"] = args.max_voxels
     _set_threads(args, config.device)
-    result = train(args.data, args.out, config, model_config=model, preprocess_options=file["preprocess"] or None,
+    result = train(args.data, args.out, config, model_config=model, preprocess_options=preprocess or None,
                    init=args.init, resume=args.resume, quiet=args.quiet)
     if _torchrun_rank() == 0:
         print(f"path {args.path}: {result.epochs} epochs in {result.seconds:.0f} s, best validation Dice "
-              f"{result.best_dice:.4f} at epoch {result.best_epoch} → {result.checkpoint}")
+              f"{result.best_dice:.4f} at epoch {result.best_epoch} → {result.checkpoint}{_peak_gpu_memory()}")
     return 0
 
 
@@ -169,6 +174,15 @@ def _set_threads(args, device: str) -> None:
     log.debug("torch uses %d CPU thread(s)", threads)
 
 
+def _peak_gpu_memory() -> str:
+    """``", peak GPU memory X GiB"`` when this process used a GPU, else nothing."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return ""
+    return f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+
+
 def _cmd_predict(args) -> int:
     from vol25d.infer import predict
 
@@ -176,7 +190,7 @@ def _cmd_predict(args) -> int:
     written = predict(args.input, args.output, args.model, threshold=args.threshold, probabilities=args.probabilities,
                       save_probabilities=args.save_probabilities, tta=args.tta, min_size=args.min_size,
                       report=args.report, device=args.device, resume=args.resume)
-    print(f"wrote {len(written)} file(s) to {args.output}")
+    print(f"wrote {len(written)} file(s) to {args.output}{_peak_gpu_memory()}")
     return 0
 
 
@@ -294,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--directions", type=int, help="m, directions in [0, π) (default 64)")
     p.add_argument("--views", type=int, help="p, directions drawn per path-1 step (default 8)")
     p.add_argument("--projection", choices=("mip", "sum"), help="maximum intensity (default) or sum projection")
+    p.add_argument("--max-voxels", type=int, metavar="N",
+                   help="path 1: cap on D·H·W per image, coarser spacing above it; 0 = none (default: on a GPU, "
+                   "measured from its memory — full resolution when a step fits; on the CPU 128³)")
     p.add_argument("--epochs", type=int, help="passes over the training cases (default 100)")
     p.add_argument("--steps-per-case", type=int, help="optimiser steps per training case per epoch (default 12)")
     p.add_argument("--lr", type=float, help="peak learning rate of U (default 3e-3, 3e-4 when fine-tuning with "

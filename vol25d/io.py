@@ -25,7 +25,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import SimpleITK as sitk
 
 from vol25d.errors import InputError
 
@@ -33,6 +32,17 @@ __all__ = ["Volume", "read_volume", "write_volume", "image_suffix", "is_dicom_fo
            "READ_SUFFIXES", "WRITE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
+
+
+def _sitk(path: Path | None = None):
+    """SimpleITK, imported on first use: NIfTI needs only nibabel, so a machine that reads and writes NIfTI
+    alone (a GPU node with few packages) trains and predicts without it."""
+    try:
+        import SimpleITK
+    except ImportError:
+        raise InputError(f"{path or 'this image'}: reading or writing .nrrd, .mha/.mhd and DICOM needs SimpleITK; "
+                         "pip install SimpleITK, or convert the images to NIfTI") from None
+    return SimpleITK
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -180,7 +190,7 @@ def _read_nifti(path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
     return _cast(array, dtype), np.asarray(image.affine, dtype=np.float64)
 
 
-def _itk_to_affine(image: sitk.Image) -> np.ndarray:
+def _itk_to_affine(image: "SimpleITK.Image") -> np.ndarray:
     """SimpleITK's LPS origin/spacing/direction of the first three axes → a RAS+ NIfTI affine."""
     dim = image.GetDimension()
     direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
@@ -192,17 +202,17 @@ def _itk_to_affine(image: sitk.Image) -> np.ndarray:
     return affine
 
 
-def _itk_array(image: sitk.Image) -> np.ndarray:
+def _itk_array(image: "SimpleITK.Image") -> np.ndarray:
     """SimpleITK's C-order ``(Z, Y, X[, C])`` array (or ``(T, Z, Y, X)`` for 4-D scalar) → ``(X, Y, Z[, C])``."""
-    array = sitk.GetArrayFromImage(image)
+    array = _sitk().GetArrayFromImage(image)
     if image.GetNumberOfComponentsPerPixel() > 1:  # (…, Z, Y, X, C): reverse the spatial axes only
         spatial = list(range(array.ndim - 1))[::-1]
         return np.transpose(array, spatial + [array.ndim - 1])
     return np.transpose(array, list(range(array.ndim))[::-1])
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
+def _read_dicom_series(folder: Path) -> "SimpleITK.Image":
+    reader = _sitk(folder).ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
         raise InputError(
@@ -254,7 +264,7 @@ def read_volume(path: str | os.PathLike, dtype=None) -> Volume:
 
 def _read_itk(path: Path, dtype, *, dicom: bool) -> tuple[np.ndarray, np.ndarray]:
     try:
-        image = _read_dicom_series(path) if dicom else sitk.ReadImage(str(path))
+        image = _read_dicom_series(path) if dicom else _sitk(path).ReadImage(str(path))
     except InputError:
         raise
     except Exception as error:  # SimpleITK raises RuntimeError with a multi-line ITK trace: keep its gist
@@ -316,6 +326,7 @@ def _write_itk(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     vector = array.ndim == 4
     # (X, Y, Z[, C]) → SimpleITK's C order (Z, Y, X[, C]).
     data = np.ascontiguousarray(np.transpose(array, (2, 1, 0, 3) if vector else (2, 1, 0)))
+    sitk = _sitk(path)
     image = sitk.GetImageFromArray(data, isVector=vector)
     matrix = affine[:3, :3]
     spacing = np.linalg.norm(matrix, axis=0)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from torch.utils.checkpoint import checkpoint
 
+from vol25d.device import full_precision
 from vol25d.geometry import default_detector, equal_angles
 from vol25d.ops import backproject, filter_views, mip, project, ramp_filter
 
@@ -210,7 +211,8 @@ class Head(nn.Module):
         return pooled * self.scale.view(1, -1, 1, 1, 1) + self.shift.view(1, -1, 1, 1, 1)
 
     def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(volume)
+        with full_precision(volume.device):  # a steep threshold: bf16's 3 digits would step its output
+            logits = self.logits(volume.float())
         if self.activation == "softmax":
             background = torch.zeros_like(logits[:, :1])
             return torch.softmax(torch.cat([background, logits], dim=1), dim=1)[:, 1:]
@@ -300,7 +302,8 @@ class Random25DUNet(nn.Module):
         return operator(x.detach(), angles.to(x.device), detector)
 
     def view_probabilities(self, views: torch.Tensor) -> torch.Tensor:
-        """U: per-class probability that each view pixel's ray meets the object, ``(B, K, p, D, S)``."""
+        """U: per-class probability that each view pixel's ray meets the object, ``(B, K, p, D, S)``,
+        float32 (U itself runs in bf16 under autocast)."""
         chunk = self.config.checkpoint_views
         if self.training and chunk and torch.is_grad_enabled() and not self.unet_frozen:
             parts = [
@@ -310,12 +313,17 @@ class Random25DUNet(nn.Module):
             logits = torch.cat(parts, dim=2)
         else:
             logits = self.unet(views)
-        return torch.sigmoid(logits)
+        return torch.sigmoid(logits.float())
 
     def reconstruct(self, probabilities: torch.Tensor, angles: torch.Tensor, plane: tuple[int, int]) -> torch.Tensor:
-        """R ∘ F: filtered back-projection averaged over the views, ``(B, K, p, D, S)`` → ``(B, K, D, H, W)``."""
-        filtered = self.filtration(probabilities)
-        return backproject(filtered, angles.to(filtered.device), plane) / angles.numel()
+        """R ∘ F: filtered back-projection averaged over the views, ``(B, K, p, D, S)`` → ``(B, K, D, H, W)``.
+
+        Always float32, autocast or not: U is where mixed precision pays; F, R and T are a few operations
+        per voxel, and their sums over views would lose the digits the head's threshold reads.
+        """
+        with full_precision(probabilities.device):
+            filtered = self.filtration(probabilities.float())
+            return backproject(filtered, angles.to(filtered.device), plane) / angles.numel()
 
     def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None, return_views: bool = False):
         """Probabilities ``(B, K, D, H, W)``; with ``return_views`` (training only) also U's view

@@ -33,12 +33,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vol25d import distributed
+from vol25d.capacity import plan_voxel_cap
 from vol25d.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from vol25d.data.augment import AugmentConfig, augment
 from vol25d.data.dataset import DatasetInfo, load_dataset, split_cases
 from vol25d.data.prepare import PreparedCase, prepare_cases
 from vol25d.data.preprocess import PreprocessConfig
-from vol25d.device import autocast, resolve_device
+from vol25d.device import amp_enabled, autocast, full_precision, resolve_device
 from vol25d.errors import InputError
 from vol25d.files import atomic_path
 from vol25d.model import ModelConfig, Random25DUNet
@@ -127,7 +128,11 @@ class TrainResult:
 
 
 class Objective:
-    """The loss: soft Dice on the 3-D output (optionally + BCE), plus the weighted Dice of U's views."""
+    """The loss: soft Dice on the 3-D output (optionally + BCE), plus the weighted Dice of U's views.
+
+    It always computes in float32 with autocast off, whatever region it is called from: bf16 sums of a
+    whole volume lose the Dice's small differences, and CUDA autocast refuses ``binary_cross_entropy``.
+    """
 
     def __init__(self, config: TrainConfig):
         self.dice = DiceLoss(include_background=True, smooth_nr=1e-5, smooth_dr=1e-5)
@@ -135,11 +140,13 @@ class Objective:
         self.view_weight = config.view_loss_weight if config.path == 1 else 0.0
 
     def __call__(self, output, label, view_probabilities=None, label_views=None):
-        loss = self.dice(output, label)
-        if self.bce:
-            loss = loss + torch.nn.functional.binary_cross_entropy(output.clamp(1e-6, 1 - 1e-6), label)
-        if self.view_weight and view_probabilities is not None:
-            loss = loss + self.view_weight * self.dice(view_probabilities, label_views)
+        with full_precision(output.device):
+            output, label = output.float(), label.float()
+            loss = self.dice(output, label)
+            if self.bce:
+                loss = loss + torch.nn.functional.binary_cross_entropy(output.clamp(1e-6, 1 - 1e-6), label)
+            if self.view_weight and view_probabilities is not None:
+                loss = loss + self.view_weight * self.dice(view_probabilities.float(), label_views.float())
         return loss
 
 
@@ -399,7 +406,14 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
         model.freeze_unet()
         preprocess = PreprocessConfig.from_dict(init_values["preprocess"])
 
-    train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options)
+    amp = amp_enabled(device, config.amp)
+
+    def voxel_cap(shape):  # measured on every process's GPU; rank 0's cap plans them all alike
+        cached = math.ceil(len(train_cases) / world) + len(val_cases)
+        return distributed.broadcast(plan_voxel_cap(model.config, shape, device, amp, cached))
+
+    train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options,
+                                                     voxel_cap)
     model.to(device)
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -447,7 +461,6 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
 
         writer = SummaryWriter(str(out / "tb" / tag))
     objective = Objective(config)
-    amp = config.amp and device.type == "cuda"
     cache = val_cache = None
     if config.path == 2:
         mine = sorted(set(owned))
@@ -480,17 +493,19 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
         for index in bar:
             case = train_data[index]
             label = case.label[None].to(device).float()
-            with autocast(device, amp):
-                if config.path == 1:
-                    image = case.image[None].to(device)
-                    if config.augment.enabled:
-                        image, label = augment(image, label, config.augment)
-                    angles = model.draw_angles()
+            if config.path == 1:
+                image = case.image[None].to(device)
+                if config.augment.enabled:  # in float32: the label's warp is thresholded after
+                    image, label = augment(image, label, config.augment)
+                angles = model.draw_angles()
+                label_views = mip(label, angles.to(device)) if objective.view_weight else None
+                with autocast(device, amp):
                     output, views = net(image, angles, return_views=True)
-                    label_views = mip(label, angles.to(device)) if objective.view_weight else None
-                    loss = objective(output.float(), label, views.float(), label_views)
-                else:
-                    loss = objective(net(cache[index], tuple(case.image.shape[-2:])).float(), label)
+                loss = objective(output, label, views, label_views)
+            else:
+                with autocast(device, amp):
+                    output = net(cache[index], tuple(case.image.shape[-2:]))
+                loss = objective(output, label)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -312,6 +312,47 @@ def test_split_small_and_bad_inputs():
         split_cases(cases(4), 0.0)
 
 
+def patient_days(days_per_patient: dict[str, int]) -> list[Case]:
+    return [Case(f"{p}_day{d}", [Path(f"{p}_day{d}_0000.nii.gz")], None, group=p)
+            for p, n in days_per_patient.items() for d in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_split_keeps_a_group_on_one_side(seed):
+    days = patient_days({f"case{i}": 1 + i % 3 for i in range(10)})  # 1, 2 or 3 days per patient
+    train, val = split_cases(days, val_fraction=0.2, seed=seed)
+    train_groups, val_groups = {c.group for c in train}, {c.group for c in val}
+    assert len(val_groups) == 2 and len(train_groups) == 8 and not train_groups & val_groups
+    assert sorted(c.name for c in train + val) == sorted(c.name for c in days)
+
+
+def test_split_by_a_group_function_and_without_groups():
+    days = patient_days({"case1": 3, "case2": 3, "case3": 2})
+    ungrouped = [Case(c.name, c.image_paths) for c in days]
+    by_name = split_cases(ungrouped, val_fraction=0.4, seed=1, group=lambda case: case.name.split("_")[0])
+    by_attribute = split_cases(days, val_fraction=0.4, seed=1)
+    assert [[c.name for c in side] for side in by_name] == [[c.name for c in side] for side in by_attribute]
+    assert len({c.name.split("_")[0] for c in by_name[1]}) == 1  # 0.4 × 3 patients → 1 patient
+    # every case its own group: the split by case name that split_cases made before groups existed
+    names = sorted(c.name for c in ungrouped)
+    by_case = sorted(names[i] for i in np.random.default_rng(1).permutation(len(names))[:round(0.4 * len(names))])
+    assert [c.name for c in split_cases(ungrouped, 0.4, 1)[1]] == by_case
+    assert split_cases(patient_days({"case1": 4}), 0.5) == (patient_days({"case1": 4}), [])
+
+
+def test_case_groups_come_from_dataset_json(tmp_path):
+    root = make_dataset(tmp_path / "ds", n=3, case_groups={"case_000": "p1", "case_002": "p1"})
+    info = load_dataset(root)
+    assert [c.group for c in info.cases] == ["p1", None, "p1"]
+    train, val = split_cases(info.cases, 0.5, seed=0)
+    assert {c.name for c in train} in ({"case_000", "case_002"}, {"case_001"})
+    assert check_dataset(root) == []
+    (root / "dataset.json").write_text(json.dumps({**json.loads((root / "dataset.json").read_text()),
+                                                   "case_groups": ["p1"]}))
+    with pytest.raises(InputError, match="case_groups must map case names to group names"):
+        load_dataset(root)
+
+
 # ---------------------------------------------------------------------------------------------- grouping
 
 

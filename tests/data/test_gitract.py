@@ -30,6 +30,7 @@ from vol25d.data.gitract import (
     submission_rows,
     write_submission,
 )
+from vol25d.data.dataset import load_dataset
 from vol25d.errors import InputError
 
 
@@ -196,7 +197,7 @@ def test_read_case_voxel_by_voxel(competition):
     rles = read_train_csv(src / "train.csv")
     for case, case_day, w, h, pw, ph, numbers in TRAIN_DAYS:
         image, label = read_gitract_case(src / "train" / case / case_day, rles)
-        assert image.array.shape == (w, h, len(numbers)) and image.array.dtype == np.float32
+        assert image.array.shape == (w, h, len(numbers)) and image.array.dtype == np.uint16  # the PNGs' type
         assert label.array.shape == (w, h, len(numbers), 3) and label.array.dtype == np.uint8
         np.testing.assert_allclose(image.spacing, (pw, ph, 3.0))
         np.testing.assert_allclose(image.affine, np.diag([pw, ph, 3.0, 1.0]))
@@ -250,6 +251,8 @@ def test_convert_writes_msd_layout(competition, tmp_path):
     assert meta["labels"] == {"background": 0, "large_bowel": 1, "small_bowel": 2, "stomach": 3}
     assert meta["channel_names"] == {"0": "MRI"}
     assert meta["numTraining"] == 3 and meta["file_ending"] == ".nii.gz"
+    assert meta["case_groups"] == {"case1_day0": "case1", "case1_day3": "case1", "case2_day1": "case2"}
+    assert [c.group for c in load_dataset(out).cases] == ["case1", "case1", "case2"]
     assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [
         "case1_day0_0000.nii.gz", "case1_day3_0000.nii.gz", "case2_day1_0000.nii.gz"]
     assert sorted(p.name for p in (out / "labelsTr").iterdir()) == [
@@ -259,7 +262,7 @@ def test_convert_writes_msd_layout(competition, tmp_path):
     image = nib.load(out / "imagesTr" / "case2_day1_0000.nii.gz")
     label = nib.load(out / "labelsTr" / "case2_day1.nii.gz")
     assert image.shape == (32, 40, 8) and label.shape == (32, 40, 8, 3)
-    assert image.get_data_dtype() == np.float32
+    assert image.get_data_dtype() == np.uint16  # the PNGs' type: half the disk of float32, values exact
     np.testing.assert_allclose(image.header.get_zooms()[:3], (1.63, 1.63, 3.0), rtol=1e-6)
     data, labels = np.asarray(image.dataobj), np.asarray(label.dataobj)
     assert labels.dtype == np.uint8
@@ -267,7 +270,7 @@ def test_convert_writes_msd_layout(competition, tmp_path):
     np.testing.assert_array_equal(labels[:, :, 4, 2], masks[("case2_day1_slice_0005", "stomach")].T)
 
     index = load_slice_index(out)
-    assert index["case3_day2"] == {"split": "test", "height": 32, "width": 40,
+    assert index["case3_day2"] == {"split": "test", "patient": "case3", "height": 32, "width": 40,
                                    "pixel_spacing_mm": [1.5, 1.5], "slice_numbers": [1, 2, 3, 4, 5, 6]}
     assert index["case1_day3"]["split"] == "train" and len(index["case1_day3"]["slice_numbers"]) == 7
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -192,6 +194,24 @@ def test_plan_from_volumes_and_json_round_trip():
         preprocess_image([image, image], config)
     with pytest.raises(InputError, match="unknown keys"):
         PreprocessConfig.from_dict({**config.to_dict(), "spacing": 1})
+
+
+def test_plan_from_a_generator_keeps_no_image_and_plans_as_from_a_list():
+    cases = [sphere_case(shape, seed=seed)[0] for seed, shape in enumerate([(30, 26, 12), (24, 30, 10), (28, 28, 14)])]
+    alive_when_next_read = []
+
+    def stream():
+        previous = None
+        for case in cases:
+            gc.collect()
+            alive_when_next_read.append(previous is not None and previous() is not None)
+            image = Volume(case.array.copy(), case.affine)  # a fresh array, as a file read gives
+            previous = weakref.ref(image.array.base if image.array.base is not None else image.array)
+            yield image
+            del image
+
+    assert plan_from_volumes(stream(), seed=1) == plan_from_volumes(cases, seed=1)
+    assert alive_when_next_read == [False, False, False]  # the previous image was dropped before the next read
 
 
 @pytest.mark.parametrize("tolerance", [0.5, 0.0])

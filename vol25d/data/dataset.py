@@ -3,14 +3,17 @@
 The layout (DESIGN.md, "Data")::
 
     ROOT/dataset.json          {"channel_names": {"0": "MRA"}, "labels": {"background": 0, "vessel": 1},
-                                "numTraining": 20, "file_ending": ".nii.gz", "multi_label": false}
+                                "numTraining": 20, "file_ending": ".nii.gz", "multi_label": false,
+                                "case_groups": {"case1_day0": "case1", …}}   (case_groups optional)
     ROOT/imagesTr/<case>_0000.nii.gz   (more channels: _0001, _0002 …)
     ROOT/labelsTr/<case>.nii.gz        3-D integer map, or 4-D (X, Y, Z, C) uint8 if "multi_label": true
     ROOT/imagesTs/<case>_0000.nii.gz   optional, no labels
 
 Labels are numbered ``0 … K`` with 0 the background; foreground class ``k`` (value ``k``) is channel
 ``k - 1`` of a multi-label map. Hidden files (``.DS_Store``, the ``._*`` files of the MSD archives) are
-ignored. :func:`load_dataset` only lists files (fast, raises on the first structural problem);
+ignored. ``case_groups`` (optional) names the group of a case — the patient of a scan, when one patient has
+several — so that :func:`split_cases` keeps a group on one side of the split; a case it does not list is a
+group of its own. :func:`load_dataset` only lists files (fast, raises on the first structural problem);
 :func:`check_dataset` also reads every file and reports every problem it finds.
 """
 
@@ -20,7 +23,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +47,13 @@ _SPACING_RTOL = 1e-4
 
 @dataclass
 class Case:
-    """One case: its channel files in order and its label file (``None`` for test or prediction inputs)."""
+    """One case: its channel files in order, its label file (``None`` for test or prediction inputs) and its
+    group (the patient, from ``dataset.json``'s ``case_groups``; ``None``: a group of its own)."""
 
     name: str
     image_paths: list[Path]
     label_path: Path | None = None
+    group: str | None = None
 
 
 @dataclass
@@ -99,17 +104,24 @@ def load_dataset(root: str | os.PathLike) -> DatasetInfo:
     return info
 
 
-def split_cases(cases: list[Case], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Case], list[Case]]:
-    """Split cases at random into training and validation sets.
+def split_cases(
+    cases: list[Case], val_fraction: float = 0.2, seed: int = 0, group: Callable[[Case], str] | None = None
+) -> tuple[list[Case], list[Case]]:
+    """Split cases at random into training and validation sets, whole groups at a time.
 
-    The split depends only on the case names, ``val_fraction`` and ``seed`` (not on the list's order).
-    With two or more cases both sets are non-empty; a single case goes to training.
+    Cases of one group (one patient's scans) all fall on the same side, so that a validation score does not
+    profit from other scans of the same patient in training. The split depends only on the case and group
+    names, ``val_fraction`` and ``seed`` (not on the list's order); when every case is its own group it is
+    the same split as one by case name. With two or more groups both sets are non-empty; a single group goes
+    to training.
 
     Args:
         cases: the cases to split.
-        val_fraction: wanted share of validation cases, in ``(0, 1)``; rounded, then clamped to
-            ``[1, len(cases) - 1]``.
+        val_fraction: wanted share of validation *groups*, in ``(0, 1)``; rounded, then clamped to
+            ``[1, number of groups - 1]``.
         seed: seed of the shuffle.
+        group: a case → its group name; ``None``: :attr:`Case.group`, or the case's own name when that is
+            ``None`` (e.g. ``lambda case: case.name.split("_")[0]`` groups ``case7_day0`` with ``case7_day3``).
 
     Returns:
         ``(train, val)``, each sorted by case name.
@@ -119,13 +131,15 @@ def split_cases(cases: list[Case], val_fraction: float = 0.2, seed: int = 0) -> 
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
+    group_of = group or (lambda case: case.name if case.group is None else case.group)
     ordered = sorted(cases, key=lambda case: case.name)
-    if len(ordered) < 2:
+    groups = sorted({group_of(case) for case in ordered})
+    if len(groups) < 2:
         return ordered, []
-    n_val = min(max(round(len(ordered) * val_fraction), 1), len(ordered) - 1)
-    chosen = set(np.random.default_rng(seed).permutation(len(ordered))[:n_val].tolist())
-    train = [case for i, case in enumerate(ordered) if i not in chosen]
-    val = [case for i, case in enumerate(ordered) if i in chosen]
+    n_val = min(max(round(len(groups) * val_fraction), 1), len(groups) - 1)
+    chosen = {groups[i] for i in np.random.default_rng(seed).permutation(len(groups))[:n_val].tolist()}
+    train = [case for case in ordered if group_of(case) not in chosen]
+    val = [case for case in ordered if group_of(case) in chosen]
     return train, val
 
 
@@ -269,6 +283,7 @@ def _scan(root: Path) -> tuple[DatasetInfo | None, list[str]]:
         problems.append(f"{labels_dir}: folder missing; put one label map <case>{ending} per training case there")
         label_files = {}
     for case in cases:
+        case.group = meta["case_groups"].get(case.name)
         case.label_path = label_files.pop(case.name, None)
         if case.label_path is None and labels_dir.is_dir():
             problems.append(f"{labels_dir / (case.name + ending)}: label missing for {case.image_paths[0].name}; "
@@ -340,12 +355,17 @@ def read_dataset_json(path: Path) -> dict:
     num_training = raw.get("numTraining")
     if num_training is not None and (isinstance(num_training, bool) or not isinstance(num_training, int)):
         raise InputError(f"{path}: numTraining must be an integer; got {num_training!r}")
+    case_groups = raw.get("case_groups", {})
+    if not isinstance(case_groups, dict) or not all(isinstance(v, str) and v for v in case_groups.values()):
+        raise InputError(f'{path}: case_groups must map case names to group names, e.g. {{"case1_day0": '
+                         f'"case1"}}; got {str(case_groups)[:80]}')
     return {
         "channel_names": [str(channels[str(i)]) for i in range(len(channels))],
         "labels": dict(labels),
         "file_ending": file_ending,
         "multi_label": multi_label,
         "num_training": num_training,
+        "case_groups": dict(case_groups),
     }
 
 

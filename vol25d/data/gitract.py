@@ -47,6 +47,7 @@ __all__ = [
     "list_test_slices",
     "load_slice_index",
     "parse_slice_name",
+    "patient_of",
     "read_gitract_case",
     "read_gitract_test_case",
     "read_train_csv",
@@ -233,8 +234,9 @@ def gitract_affine(pixel_width_mm: float, pixel_height_mm: float) -> np.ndarray:
 
 
 def _read_slices(slices: Sequence[SliceFile]) -> Volume:
-    first = slices[0]
-    volume = np.empty((first.width, first.height, len(slices)), np.float32)
+    """The slices as one ``(X, Y, Z)`` volume in the PNGs' own type (uint16 for the competition's 16-bit PNGs),
+    so a case-day takes half the memory and disk of float32 and the values stay exact."""
+    first, volume = slices[0], None
     for z, item in enumerate(slices):
         try:
             with Image.open(item.path) as image:
@@ -246,6 +248,10 @@ def _read_slices(slices: Sequence[SliceFile]) -> Volume:
                 f"{item.path}: image is {pixels.shape} (rows, columns) but the name says H×W = "
                 f"{item.height}×{item.width}; the file or its name is wrong"
             )
+        if volume is None:
+            volume = np.empty((first.width, first.height, len(slices)), pixels.dtype.newbyteorder("="))
+        elif not np.can_cast(pixels.dtype, volume.dtype, casting="safe"):
+            volume = volume.astype(np.promote_types(volume.dtype, pixels.dtype))  # an 8-bit slice, then a 16-bit
         volume[:, :, z] = pixels.T  # png[y, x] → volume[x, y]
     return Volume(volume, gitract_affine(first.pixel_width_mm, first.pixel_height_mm), first.path.parent)
 
@@ -260,7 +266,7 @@ def read_gitract_case(
         rles: ``{id: {class: rle}}`` as :func:`read_train_csv` returns; a missing id or class is an empty mask.
 
     Returns:
-        ``(image, label)``: image float32 ``(X=W, Y=H, Z=slices)``, label uint8 ``(X, Y, Z, 3)`` with channels
+        ``(image, label)``: image ``(X=W, Y=H, Z=slices)`` in the PNGs' integer type (uint16), label uint8 ``(X, Y, Z, 3)`` with channels
         :data:`CLASSES`; both with affine ``diag(pw, ph, 3.0, 1)``.
 
     Raises:
@@ -337,7 +343,7 @@ def read_train_csv(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     return rles
 
 
-def _dataset_json(num_training: int, num_test: int) -> dict:
+def _dataset_json(num_training: int, num_test: int, case_groups: dict[str, str]) -> dict:
     return {
         "name": "UW-Madison GI tract",
         "description": "Kaggle UW-Madison GI Tract Image Segmentation, one MRI volume per case-day",
@@ -347,6 +353,7 @@ def _dataset_json(num_training: int, num_test: int) -> dict:
         "numTraining": num_training,
         "numTest": num_test,
         "file_ending": ".nii.gz",
+        "case_groups": case_groups,
     }
 
 
@@ -358,9 +365,14 @@ def _write_json(data: dict, path: Path) -> None:
 def convert_gitract(src: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Convert the competition folder to the MSD layout vol25d trains on.
 
-    Writes ``out/imagesTr/<case_day>_0000.nii.gz`` (float32, the PNG values), ``out/labelsTr/<case_day>.nii.gz``
-    (uint8 ``(X, Y, Z, 3)`` multi-label), ``out/imagesTs/<case_day>_0000.nii.gz`` for ``src/test/`` if present,
-    ``out/dataset.json`` (``"multi_label": true``) and ``out/slices.json`` (see :func:`load_slice_index`).
+    Writes ``out/imagesTr/<case_day>_0000.nii.gz`` (the PNG values in their integer type, uint16),
+    ``out/labelsTr/<case_day>.nii.gz`` (uint8 ``(X, Y, Z, 3)`` multi-label), ``out/imagesTs/<case_day>_0000.nii.gz``
+    for ``src/test/`` if present, ``out/dataset.json`` (``"multi_label": true``, and ``"case_groups"``: each
+    case-day's patient, the ``<case>`` folder above it, so that :func:`~vol25d.data.dataset.split_cases` keeps a
+    patient's days together) and ``out/slices.json`` (see :func:`load_slice_index`).
+
+    One case-day is in memory at a time. On Kaggle, write ``out`` outside ``/kaggle/working`` (e.g. under
+    ``/tmp``): the converted copy is as large as the PNGs and does not belong in the notebook's output.
 
     Args:
         src: holds ``train.csv`` and ``train/`` (and optionally ``test/``).
@@ -382,7 +394,7 @@ def convert_gitract(src: str | os.PathLike, out: str | os.PathLike) -> Path:
         write_volume(label, out / "labelsTr" / f"{case_day_dir.name}.nii.gz")
         slices = list_case_slices(case_day_dir)
         seen_ids.update(s.id for s in slices)
-        index[case_day_dir.name] = _index_entry("train", slices)
+        index[case_day_dir.name] = _index_entry("train", case_day_dir, slices)
     unmatched = set(rles) - seen_ids
     if unmatched:
         log.warning(
@@ -392,18 +404,25 @@ def convert_gitract(src: str | os.PathLike, out: str | os.PathLike) -> Path:
     for case_day_dir in test_days:
         image, slices = read_gitract_test_case(case_day_dir)
         write_volume(image, out / "imagesTs" / f"{case_day_dir.name}_0000.nii.gz")
-        index[case_day_dir.name] = _index_entry("test", slices)
+        index[case_day_dir.name] = _index_entry("test", case_day_dir, slices)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(_dataset_json(len(train_days), len(test_days)), out / "dataset.json")
+    groups = {day.name: patient_of(day) for day in train_days}
+    _write_json(_dataset_json(len(train_days), len(test_days), groups), out / "dataset.json")
     _write_json(index, out / "slices.json")
     log.info("converted %d training and %d test case-days to %s", len(train_days), len(test_days), out)
     return out
 
 
-def _index_entry(split: str, slices: Sequence[SliceFile]) -> dict:
+def patient_of(case_day_dir: str | os.PathLike) -> str:
+    """The patient of a case-day folder: the ``<case>`` folder it lies in (``train/case7/case7_day0`` → ``case7``)."""
+    return Path(case_day_dir).parent.name
+
+
+def _index_entry(split: str, case_day_dir: Path, slices: Sequence[SliceFile]) -> dict:
     first = slices[0]
     return {
         "split": split,
+        "patient": patient_of(case_day_dir),
         "height": first.height,
         "width": first.width,
         "pixel_spacing_mm": [first.pixel_width_mm, first.pixel_height_mm],
@@ -415,7 +434,7 @@ def load_slice_index(dataset_dir: str | os.PathLike) -> dict[str, dict]:
     """Read ``slices.json`` written by :func:`convert_gitract`.
 
     Returns:
-        ``{case_day: {"split": "train" | "test", "height", "width", "pixel_spacing_mm": [pw, ph],
+        ``{case_day: {"split": "train" | "test", "patient", "height", "width", "pixel_spacing_mm": [pw, ph],
         "slice_numbers": [...]}}``; ``slice_numbers[z]`` is the slice at volume index ``z``.
     """
     path = Path(dataset_dir) / "slices.json"

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from vol25d.data.dataset import Case, DatasetInfo
-from vol25d.data.preprocess import PreprocessConfig, RestoreInfo, plan_from_volumes, preprocess_image, preprocess_label
+from vol25d.data.preprocess import (
+    PreprocessConfig, RestoreInfo, plan_from_volumes, preprocess_image, preprocess_label, with_voxel_cap,
+)
 from vol25d.io import read_volume
 
 log = logging.getLogger(__name__)
@@ -32,8 +35,8 @@ def read_case_images(case: Case) -> list:
     return [read_volume(path) for path in case.image_paths]
 
 
-def _prepare(case: Case, dataset: DatasetInfo, config: PreprocessConfig, images=None) -> PreparedCase:
-    image, info = preprocess_image(images or read_case_images(case), config)
+def _prepare(case: Case, dataset: DatasetInfo, config: PreprocessConfig) -> PreparedCase:
+    image, info = preprocess_image(read_case_images(case), config)
     label = None
     if case.label_path is not None:
         label_volume = read_volume(case.label_path, dtype=None)
@@ -47,6 +50,7 @@ def prepare_cases(
     val_cases: list[Case],
     config: PreprocessConfig | None = None,
     options: dict | None = None,
+    voxel_cap: Callable[[tuple[int, int, int]], int] | None = None,
 ) -> tuple[list[PreparedCase], list[PreparedCase], PreprocessConfig]:
     """Preprocess the training and validation cases.
 
@@ -55,15 +59,26 @@ def prepare_cases(
         train_cases, val_cases: the split.
         config: the preprocessing to apply; ``None`` plans it from the training images (path 1).
         options: :class:`PreprocessConfig` fields fixed by the user when planning (``max_voxels`` …).
+        voxel_cap: when planning without a ``max_voxels`` option, the cap for the planned median shape
+            ``(D, H, W)`` at the median spacing (:func:`vol25d.capacity.plan_voxel_cap`); ``None``: the
+            default cap.
 
     Returns:
         ``(train, val, config)``.
     """
-    images = [None] * len(train_cases)
     if config is None:
-        images = [read_case_images(case) for case in train_cases]
-        config = plan_from_volumes(images, **(options or {}))
-        log.info("preprocessing planned: spacing %s mm, voxel cap %d", config.target_spacing_mm, config.max_voxels)
-    train = [_prepare(case, dataset, config, read) for case, read in zip(train_cases, images)]
+        options = dict(options or {})
+        # A generator: each training image is read, sampled and dropped (read again below), so planning holds
+        # one native-size image at a time, not the whole training set.
+        images = (read_case_images(case) for case in train_cases)
+        if voxel_cap is None or "max_voxels" in options:
+            config = plan_from_volumes(images, **options)
+        else:
+            config = plan_from_volumes(images, **options, max_voxels=0)
+            config = with_voxel_cap(config, voxel_cap(config.planned_shape))
+        log.info("preprocessing planned: spacing %s mm, median image %s voxels, voxel cap %s",
+                 config.target_spacing_mm, "×".join(map(str, config.planned_shape or ())),
+                 config.max_voxels or "none")
+    train = [_prepare(case, dataset, config) for case in train_cases]
     val = [_prepare(case, dataset, config) for case in val_cases]
     return train, val, config

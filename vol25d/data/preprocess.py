@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -28,15 +28,15 @@ from vol25d.errors import InputError
 from vol25d.io import Volume
 
 __all__ = [
-    "DEFAULT_MAX_VOXELS", "PreprocessConfig", "RestoreInfo", "plan_preprocessing", "plan_from_volumes",
+    "DEFAULT_MAX_VOXELS", "PreprocessConfig", "RestoreInfo", "plan_preprocessing", "plan_from_volumes", "with_voxel_cap",
     "preprocess_image", "preprocess_label", "restore",
 ]
 
 log = logging.getLogger(__name__)
 
-# 128³ ≈ 2.1 M voxels: a path-1 step (p = 8 views of 128 × 182 through a 2D U-Net) and path 2's cached views
-# (m = 64) fit easily on one GPU, and preprocessing on CPU takes well under a second. Raise it (e.g. 256**3 on
-# an 80 GB GPU) when vessels are thinner than the coarsened voxels.
+# The voxel cap of CPU training: 128³ ≈ 2.1 M voxels keeps a path-1 step around a second on two cores and the
+# demo in minutes. On a GPU, ``vol25d train`` plans the cap from the device's memory instead
+# (:mod:`vol25d.capacity`); ``0`` means no cap.
 DEFAULT_MAX_VOXELS = 128**3
 MIN_SIZE = 8  # every axis is padded to at least this many voxels (the U-Net's downsampling needs some room)
 _BODY_MARGIN_MM = 5.0
@@ -59,7 +59,8 @@ class PreprocessConfig:
             grid, 0.38 resampled to 0.57 mm (experiments/results/tuning.md). ``0`` always resamples
             (nnU-Net's rule); the voxel cap applies either way.
         max_voxels: cap on ``D·H·W`` per image (after padding to ≥ 8); a larger image gets a uniformly
-            coarser spacing. Enforced at training and prediction time alike.
+            coarser spacing. ``0``: no cap. Enforced at training and prediction time alike, so a checkpoint
+            predicts on the grid it was trained on, whatever the machine.
         normalization: ``"percentile"`` (clip to the image's body percentiles and scale to [0, 1]) or
             ``"zscore"`` (body mean 0, std 1). Both per image and per channel, so ``a·x + b`` (a > 0) gives the
             same tensor: models transfer across scanners and phantom generators.
@@ -70,6 +71,8 @@ class PreprocessConfig:
         intensity_stats: per channel ``(p_low, p_high, median, mean, std)`` of the training images' body
             voxels in raw units (``plan_preprocessing``); a record of the training data, not used by the
             per-image normalisation, checked only for the channel count.
+        planned_shape: ``(D, H, W)`` of the median training image (its median extent) at the target spacing,
+            as planned; a record, ``None`` in settings saved before it existed.
     """
 
     target_spacing_mm: tuple[float, float, float] | None = None
@@ -81,6 +84,7 @@ class PreprocessConfig:
     n4: bool = False
     rotation_axis: str = "SI"
     intensity_stats: tuple[tuple[float, ...], ...] = ()
+    planned_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         # Frozen: normalise lists from JSON to tuples with object.__setattr__.
@@ -94,8 +98,11 @@ class PreprocessConfig:
         if not 0.0 <= float(self.spacing_tolerance) < 1.0:
             raise InputError(f"spacing_tolerance must be in [0, 1); got {self.spacing_tolerance}")
         object.__setattr__(self, "spacing_tolerance", float(self.spacing_tolerance))
-        if int(self.max_voxels) < MIN_SIZE**3:
-            raise InputError(f"max_voxels must be ≥ {MIN_SIZE**3}; got {self.max_voxels}")
+        if isinstance(self.max_voxels, bool) or int(self.max_voxels) != self.max_voxels or (
+                self.max_voxels != 0 and int(self.max_voxels) < MIN_SIZE**3):
+            raise InputError(f"max_voxels must be 0 (no cap) or a whole number ≥ {MIN_SIZE**3}; got {self.max_voxels!r}")
+        if self.planned_shape is not None:
+            object.__setattr__(self, "planned_shape", tuple(int(n) for n in self.planned_shape))
         if self.normalization not in ("percentile", "zscore"):
             raise InputError(f"normalization must be 'percentile' or 'zscore'; got {self.normalization!r}")
         low, high = (float(p) for p in self.percentiles)
@@ -202,12 +209,16 @@ def _grid(native_shape, native_spacing, target_spacing, max_voxels):
     for _ in range(50):
         shape = np.maximum(1, np.rint(native_shape * native_spacing / target)).astype(int)
         voxels = float(np.prod(np.maximum(shape, MIN_SIZE)))
-        if voxels <= max_voxels:
+        if not max_voxels or voxels <= max_voxels:
             break
         target = target * max((voxels / max_voxels) ** (1 / 3), 1.01)  # uniform: keeps H == W
     scale = target / native_spacing
     offset = (native_shape - 1) / 2 - (shape - 1) / 2 * scale
     return tuple(int(n) for n in shape), tuple(float(s) for s in scale), tuple(float(o) for o in offset), target
+
+
+def _mm(spacing) -> str:
+    return "×".join(f"{float(s):.3g}" for s in spacing)
 
 
 def _resample(array: np.ndarray, scale, offset, shape, *, antialias: bool) -> np.ndarray:
@@ -318,7 +329,11 @@ def preprocess_image(image: Volume | Sequence[Volume], config: PreprocessConfig)
     target = config.target_spacing_mm or (spacing[0], min(spacing[1:]), min(spacing[1:]))
     if _close_to(spacing, target, config.spacing_tolerance):
         target = tuple(spacing)
+    wanted = np.asarray(target, dtype=np.float64)
     shape, scale, offset, target = _grid(cropped.shape[1:], spacing, target, config.max_voxels)
+    if not np.allclose(target, wanted):
+        log.info("%s: more than max_voxels = %d voxels at %s mm; coarsened to %s mm (%s voxels)", name,
+                 config.max_voxels, _mm(wanted), _mm(target), "×".join(map(str, shape)))
     resampled = _resample(cropped, scale, offset, shape, antialias=True)
     mask = _body_mask(resampled)
     if config.n4:
@@ -433,21 +448,47 @@ def plan_preprocessing(
     extent_mm = np.median(spacing * np.asarray([n for _, n in spacings_and_shapes], dtype=np.float64), axis=0)
     median = np.median(spacing, axis=0)
     target = np.array(options.pop("target_spacing_mm", None) or (median[0], min(median[1:]), min(median[1:])))
-    max_voxels = int(options.get("max_voxels", DEFAULT_MAX_VOXELS))
-    target = _grid(np.rint(extent_mm / target), target, target, max_voxels)[3]
+    max_voxels = int(options.pop("max_voxels", DEFAULT_MAX_VOXELS))
+    planned = tuple(int(n) for n in np.maximum(1, np.rint(extent_mm / target)))
     percentiles = options.get("percentiles", PreprocessConfig.percentiles)
     stats = tuple(
         (*np.percentile(v, percentiles), float(np.median(v)), float(np.mean(v)), float(np.std(v)))
         for v in (np.asarray(s, dtype=np.float64).ravel() for s in intensity_samples)
     )
-    return PreprocessConfig(target_spacing_mm=tuple(target), intensity_stats=stats, **options)
+    config = PreprocessConfig(target_spacing_mm=tuple(target), intensity_stats=stats, max_voxels=0,
+                              planned_shape=planned, **options)
+    return with_voxel_cap(config, max_voxels)
 
 
-def plan_from_volumes(images: Sequence[Volume | Sequence[Volume]], *, samples_per_image: int = 20_000,
+def with_voxel_cap(config: PreprocessConfig, max_voxels: int) -> PreprocessConfig:
+    """``config`` under a voxel cap: when its planned (median) image exceeds ``max_voxels``, the target
+    spacing is coarsened by one common factor until it fits, and the reason is logged.
+
+    Args:
+        config: a planned configuration (``planned_shape`` set).
+        max_voxels: the cap (``0``: none).
+
+    Returns:
+        The configuration with ``max_voxels`` and, if coarsened, ``target_spacing_mm`` and ``planned_shape``.
+    """
+    if config.planned_shape is None or config.target_spacing_mm is None:
+        return replace(config, max_voxels=max_voxels)
+    target = np.asarray(config.target_spacing_mm, dtype=np.float64)
+    shape, _, _, coarse = _grid(config.planned_shape, target, target, max_voxels)
+    if not np.allclose(coarse, target):
+        log.info("the median training image, %s voxels at %s mm, is over the cap of %d voxels: training at "
+                 "%s mm (%s voxels)", "×".join(map(str, config.planned_shape)), _mm(target), max_voxels,
+                 _mm(coarse), "×".join(map(str, shape)))
+    return replace(config, max_voxels=max_voxels, target_spacing_mm=tuple(float(t) for t in coarse),
+                   planned_shape=tuple(shape))
+
+
+def plan_from_volumes(images: Iterable[Volume | Sequence[Volume]], *, samples_per_image: int = 20_000,
                       seed: int = 0, **options) -> PreprocessConfig:
-    """:func:`plan_preprocessing` from loaded training images (Volume, or one Volume per channel, per case).
+    """:func:`plan_preprocessing` from training images (Volume, or one Volume per channel, per case).
 
-    Intensity statistics use up to ``samples_per_image`` random body voxels per image and channel.
+    ``images`` may be a generator: each image is used once, for its spacing, shape and a sample of up to
+    ``samples_per_image`` random body voxels per channel, and not kept — memory is one image plus the samples.
     """
     rotation_axis = options.get("rotation_axis", "SI")
     rng = np.random.default_rng(seed)
@@ -462,4 +503,5 @@ def plan_from_volumes(images: Sequence[Volume | Sequence[Volume]], *, samples_pe
         picked = [c[body] if body.any() else c.ravel() for c in small]
         picked = [p[rng.choice(p.size, min(p.size, samples_per_image), replace=False)] for p in picked]
         samples = picked if not samples else [np.concatenate(pair) for pair in zip(samples, picked)]
+        del image, array, canonical  # before the next image is read: one native-size image at a time
     return plan_preprocessing(geometry, samples, **options)

@@ -1,0 +1,131 @@
+"""vol25d.capacity: the voxel cap planned from a device's memory, and its use in planning."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_MODEL
+from vol25d import capacity
+from vol25d.data.dataset import load_dataset, split_cases
+from vol25d.data.prepare import prepare_cases
+from vol25d.data.preprocess import DEFAULT_MAX_VOXELS, PreprocessConfig, with_voxel_cap
+from vol25d.errors import InputError
+from vol25d.model import ModelConfig
+
+
+def linear_memory(per_voxel=100.0, fixed=1e6):
+    measured = []
+
+    def measure(shape):
+        measured.append(tuple(shape))
+        return fixed + per_voxel * math.prod(shape)
+
+    return measure, measured
+
+
+def test_a_step_that_fits_keeps_the_planned_shape_and_scales_the_cap():
+    measure, measured = linear_memory()
+    cap, peak, shape = capacity.fit_voxel_cap(measure, (100, 200, 200), budget_bytes=2e9)
+    assert measured == [(100, 200, 200)] and shape == (100, 200, 200)
+    assert peak == pytest.approx(1e6 + 100 * 4e6)
+    assert cap == int(4e6 * 2e9 / peak) and cap > 4e6
+
+
+def test_a_step_that_does_not_fit_is_measured_again_coarser_until_it_fits():
+    measure, measured = linear_memory()
+    cap, peak, shape = capacity.fit_voxel_cap(measure, (100, 200, 200), budget_bytes=1e8)
+    assert len(measured) >= 2 and peak <= 1e8
+    assert math.prod(shape) < 4e6 and shape[1] == shape[2]
+    assert math.prod(shape) <= cap < 4e6
+
+
+def test_out_of_memory_counts_as_not_fitting():
+    sizes = iter([math.inf, 5e7])
+    cap, peak, shape = capacity.fit_voxel_cap(lambda s: next(sizes), (64, 64, 64), budget_bytes=1e8)
+    assert peak == 5e7 and math.prod(shape) < 64**3
+
+
+def test_nothing_fits_is_a_memory_error():
+    with pytest.raises(MemoryError, match="does not fit"):
+        capacity.fit_voxel_cap(lambda s: math.inf, (16, 16, 16), budget_bytes=1e3)
+
+
+def test_the_measured_step_runs_on_the_cpu():
+    loss = capacity.path1_step(ModelConfig(**TINY_MODEL), (10, 12, 12), torch.device("cpu"), amp=False)
+    assert math.isfinite(loss) and loss > 0
+
+
+def test_on_the_cpu_the_cap_is_the_default_and_logged_when_it_applies(caplog):
+    config = ModelConfig(**TINY_MODEL)
+    with caplog.at_level(logging.INFO, logger="vol25d.capacity"):
+        assert capacity.plan_voxel_cap(config, (32, 32, 32), torch.device("cpu"), False) == DEFAULT_MAX_VOXELS
+        assert not caplog.records
+        assert capacity.plan_voxel_cap(config, (150, 512, 512), torch.device("cpu"), False) == DEFAULT_MAX_VOXELS
+    assert "--max-voxels 0" in caplog.text
+
+
+def test_the_cuda_branch_budgets_free_memory_less_path_2s_cache(monkeypatch, caplog):
+    """plan_voxel_cap's CUDA branch with the allocator's readings replaced: the step itself runs on the CPU."""
+    config = ModelConfig(**TINY_MODEL)
+    free = 10 * 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a test GPU")
+    steps = []
+
+    def fake_peak(model_config, shape, device, amp):
+        steps.append(capacity.path1_step(model_config, shape, torch.device("cpu"), amp=False))
+        return 1e4 * math.prod(shape)
+
+    monkeypatch.setattr(capacity, "step_peak_bytes", fake_peak)
+    with caplog.at_level(logging.INFO, logger="vol25d.capacity"):
+        cap = capacity.plan_voxel_cap(config, (12, 16, 16), torch.device("cuda"), True, cached_cases=3)
+    cache = 3 * config.directions * 1 * 12 * 23 * 4  # m views of D × S bins (S = 23 for 16 × 16), float32
+    assert len(steps) == 1 and math.isfinite(steps[0])
+    assert cap == int(12 * 16 * 16 * (0.8 * free - cache) / (1e4 * 12 * 16 * 16))
+    assert "full resolution" in caplog.text and "a test GPU" in caplog.text
+
+
+def test_a_cap_coarsens_the_plan_only_when_the_median_image_is_over_it():
+    planned = PreprocessConfig(target_spacing_mm=(1.0, 0.5, 0.5), max_voxels=0, planned_shape=(100, 200, 200))
+    same = with_voxel_cap(planned, 10**7)
+    assert same.target_spacing_mm == (1.0, 0.5, 0.5) and same.max_voxels == 10**7
+    coarse = with_voxel_cap(planned, 10**6)
+    assert coarse.max_voxels == 10**6 and math.prod(coarse.planned_shape) <= 10**6
+    ratio = np.divide(coarse.target_spacing_mm, planned.target_spacing_mm)
+    assert np.allclose(ratio, ratio[0]) and ratio[0] > 1.5
+    assert with_voxel_cap(planned, 0).target_spacing_mm == (1.0, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("bad", [True, 5, -1, 2.5])
+def test_max_voxels_must_be_zero_or_a_whole_number_of_at_least_8_cubed(bad):
+    with pytest.raises(InputError, match="max_voxels"):
+        PreprocessConfig(max_voxels=bad)
+
+
+def test_planning_asks_for_the_cap_of_the_median_shape(phantoms):
+    dataset = load_dataset(phantoms)
+    train, val = split_cases(dataset.cases, 0.25, 0)
+    asked = []
+    _, _, config = prepare_cases(dataset, train, val, voxel_cap=lambda shape: asked.append(shape) or 12**3)
+    assert len(asked) == 1 and math.prod(asked[0]) > 12**3
+    assert config.max_voxels == 12**3 and math.prod(config.planned_shape) <= 12**3
+    # A max_voxels the user fixed wins over the planned cap.
+    _, _, fixed = prepare_cases(dataset, train, val, options={"max_voxels": 0}, voxel_cap=lambda shape: 1 / 0)
+    assert fixed.max_voxels == 0 and tuple(fixed.planned_shape) == tuple(asked[0])
+
+
+def test_train_max_voxels_flag_is_saved_and_path_2_refuses_it(phantoms, tiny_config, tmp_path, capsys):
+    from vol25d.checkpoint import load_checkpoint
+    from vol25d.cli import main
+
+    run = tmp_path / "run"
+    assert main(["-q", "train", "--path", "1", "--data", str(phantoms), "--out", str(run), "--config",
+                 str(tiny_config), "--epochs", "1", "--device", "cpu", "--max-voxels", "0"]) == 0
+    assert load_checkpoint(run / "path1.pt")["preprocess"]["max_voxels"] == 0
+    assert main(["-q", "train", "--path", "2", "--data", str(phantoms), "--out", str(run), "--init",
+                 str(run / "path1.pt"), "--max-voxels", "4096"]) == 1
+    assert "drop --max-voxels" in capsys.readouterr().err
+    assert not (run / "path2.pt").exists()

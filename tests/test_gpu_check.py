@@ -1,0 +1,73 @@
+"""experiments/gpu_check.sh --dry-run: the prepared GPU run's every step on the CPU at tiny sizes (the Triton
+kernels interpreted), so that the script cannot rot between the sessions that have a GPU."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "gpu_check.sh"
+STEPS = ("checks", "train", "bench_ops", "benchmark")
+
+
+def gpu_check(*args, timeout=600):
+    env = {**os.environ, "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, encoding="utf-8", env=env,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_check")
+    done = gpu_check("--dry-run", "--out", out, "--limit-s", 500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+def test_every_step_runs_and_is_recorded(dry_run):
+    steps = [line.split("\t") for line in (dry_run / "steps.tsv").read_text().splitlines()]
+    assert [step[0] for step in steps] == list(STEPS)
+    assert all(status == "ok" for _, status, _ in steps), steps
+
+
+def test_the_checks_compare_every_operator_in_both_precisions(dry_run):
+    rows = json.loads((dry_run / "cuda_checks.json").read_text())
+    names = " / ".join(row["check"] for row in rows)
+    for op in ("mip", "project", "backproject"):
+        for tag in ("fp32", "bf16"):
+            assert f"{op} forward 8³ {tag}" in names
+    assert "adjoint" in names and "mip backward (gather)" in names and "model gradients" in names
+    assert all(row["ok"] for row in rows)
+
+
+def test_the_summary_names_the_machine_and_the_figures(dry_run):
+    text = (dry_run / "summary.md").read_text()
+    assert "torch " in text and "Triton" in text and "GPU: none (CPU run)" in text
+    assert "held-out mean Dice: 0." in text and "path 2:" in text
+    assert "benchmark: vol25d: Dice" in text and "sweep: vol25d (16, 16, 16)" in text
+    assert re.search(r"checks within tolerance: (\d+) of \1$", text, flags=re.MULTILINE)
+    assert (dry_run / "evaluation.csv").exists() and (dry_run / "bench_ops.md").exists()
+
+
+def test_steps_past_the_time_limit_are_skipped_and_the_summary_still_written(tmp_path):
+    done = gpu_check("--dry-run", "--out", tmp_path, "--limit-s", 0, timeout=120)
+    assert done.returncode == 0, done.stderr
+    steps = [line.split("\t") for line in (tmp_path / "steps.tsv").read_text().splitlines()]
+    assert [step[0] for step in steps] == list(STEPS)
+    assert all(status == "skipped (time limit)" for _, status, _ in steps)
+    assert "| checks | skipped (time limit) |" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frobnicate"], "unknown option --frobnicate"),
+    (["--limit-s", "soon"], "--limit-s takes whole seconds"),
+    (["--wheels", "/nonexistent/wheels"], "is not a folder"),
+])
+def test_bad_options_are_one_line_and_exit_2(args, message, tmp_path):
+    done = gpu_check(*args, "--out", tmp_path / "out", timeout=60)
+    assert done.returncode == 2 and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,114 @@
+"""vol25d.train.train, called as a library: what each path trains, resume, and the choice of the best epoch."""
+
+import csv
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL
+from vol25d.checkpoint import load_checkpoint
+from vol25d.errors import InputError
+from vol25d.model import ModelConfig, Random25DUNet
+from vol25d.train import TrainConfig, lr_schedule, train
+
+MODEL = ModelConfig(**TINY_MODEL)
+
+
+def cpu(path, **settings):
+    return TrainConfig(path=path, device="cpu", amp=False, **{"epochs": 1, "steps_per_case": 1, **settings})
+
+
+def weights(path):
+    return load_checkpoint(path)["state_dict"]
+
+
+def changed(before: dict, after: dict, prefix: str) -> bool:
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys, prefix
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+@pytest.fixture(scope="module")
+def path1(phantoms, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return out, train(phantoms, out, cpu(1, epochs=2, seed=1), model_config=MODEL, quiet=True)
+
+
+def test_path_1_trains_u_f_and_t(path1, phantoms, tmp_path):
+    out, result = path1
+    torch.manual_seed(1)  # the seed train() draws the fresh weights with
+    fresh = Random25DUNet.from_config(ModelConfig(**{**TINY_MODEL, "in_channels": 1, "out_channels": 1})).state_dict()
+    still = weights(train(phantoms, tmp_path, cpu(1, seed=1, lr=0.0), model_config=MODEL, quiet=True).last_checkpoint)
+    assert all(torch.equal(fresh[k], still[k]) for k in fresh)  # the weights it starts from, as drawn above
+    trained = weights(out / "path1_last.pt")
+    assert changed(fresh, trained, "unet.") and changed(fresh, trained, "filtration.") and changed(fresh, trained, "head.")
+    assert result.epochs == 2 and result.checkpoint == out / "path1.pt" and (out / "path1.pt").exists()
+
+
+def test_path_2_changes_no_u_weight_and_trains_f_and_t(path1, phantoms, tmp_path):
+    out, first = path1
+    second = train(phantoms, tmp_path, cpu(2, epochs=2), init=first.checkpoint, quiet=True)
+    before, after = weights(first.checkpoint), weights(second.last_checkpoint)
+    assert not changed(before, after, "unet.")
+    assert changed(before, after, "filtration.") and changed(before, after, "head.")
+    assert load_checkpoint(second.checkpoint)["unet_frozen"] is True
+
+
+def test_path_2_needs_a_path_1_checkpoint(phantoms, tmp_path):
+    with pytest.raises(InputError, match="--init"):
+        train(phantoms, tmp_path, cpu(2))
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(phantoms, tmp_path, monkeypatch):
+    import vol25d.train as training
+
+    settings = cpu(1, epochs=3, seed=2)
+    straight = train(phantoms, tmp_path / "straight", settings, model_config=MODEL, quiet=True)
+    real_append, rows = training._MetricsLog.append, []
+
+    def killed_in_epoch_2(self, row):  # as a kill between epoch 2's steps and its checkpoint
+        if rows:
+            raise KeyboardInterrupt
+        rows.append(row)
+        real_append(self, row)
+
+    monkeypatch.setattr(training._MetricsLog, "append", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(phantoms, tmp_path / "killed", settings, model_config=MODEL, quiet=True)
+    monkeypatch.setattr(training._MetricsLog, "append", real_append)
+    assert load_checkpoint(tmp_path / "killed" / "path1_last.pt")["epoch"] == 1
+    resumed = train(phantoms, tmp_path / "killed", settings, model_config=MODEL, resume=True, quiet=True)
+    a, b = weights(straight.last_checkpoint), weights(resumed.last_checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "straight" / "path1_metrics.csv").read_text().count("\n") == 4
+    assert (tmp_path / "killed" / "path1_metrics.csv").read_text().count("\n") == 4
+
+
+def test_resume_without_a_last_checkpoint_is_one_sentence(phantoms, tmp_path):
+    with pytest.raises(InputError, match="no .*path1_last.pt to resume from"):
+        train(phantoms, tmp_path, cpu(1), model_config=MODEL, resume=True)
+
+
+def test_the_best_epoch_by_validation_dice_is_path_n_pt(path1):
+    out, result = path1
+    with (out / "path1_metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    scores = [float(row["val_dice"]) for row in rows]
+    best = max(range(len(scores)), key=lambda i: (scores[i], -i)) + 1
+    assert [int(row["epoch"]) for row in rows] == [1, 2]
+    assert result.best_epoch == best and result.best_dice == pytest.approx(scores[best - 1], abs=1e-6)
+    saved = load_checkpoint(out / "path1.pt")
+    assert saved["epoch"] == best and saved["best_epoch"] == best
+
+
+def test_the_schedule_warms_up_then_decays_to_zero():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = lr_schedule(optimizer, total_steps=100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.2) and max(rates) == pytest.approx(1.0)
+    assert rates.index(max(rates)) == 4 and rates[-1] < 0.01
+    assert all(a >= b for a, b in zip(rates[4:], rates[5:]))
