@@ -106,7 +106,8 @@ def describe_checkpoint(values: dict, path: str | os.PathLike | None = None) -> 
         },
         "preprocess": {key: preprocess.get(key) for key in
                        ("target_spacing_mm", "max_voxels", "spacing_tolerance", "normalization", "percentiles",
-                        "crop_foreground", "n4", "rotation_axis", "intensity_stats") if key in preprocess},
+                        "crop_foreground", "n4", "rotation_axis", "intensity_stats", "planned_shape")
+                       if key in preprocess},
         "training": {
             "epochs": values.get("epoch"),
             "best_validation_dice": values.get("best_dice"),
@@ -154,7 +155,9 @@ def format_description(description: dict) -> str:
               f"{model['unet']['num_res_units']} residual unit(s) per level"),
         ("parameters", f"{model['parameters']:,}"),
         ("target spacing (D, H, W) mm", preprocess.get("target_spacing_mm") or "native"),
-        ("voxel cap", f"{preprocess['max_voxels']:,}" if preprocess.get("max_voxels") else None),
+        ("planned grid (D, H, W)", preprocess.get("planned_shape")),
+        ("voxel cap", f"{preprocess['max_voxels']:,}" if preprocess.get("max_voxels") else
+                      "none" if preprocess.get("max_voxels") == 0 else None),
         ("normalisation", preprocess.get("normalization")),
         ("rotation axis", preprocess.get("rotation_axis")),
         ("epochs trained", training["epochs"]),

@@ -36,11 +36,11 @@ def _config_sections() -> dict[str, dict[str, object]]:
 
     return {
         # --path picks the path and augment is its own section; the channels come from the data; the
-        # intensity statistics are measured on the training images.
+        # intensity statistics (and the planned grid) are measured on the training images.
         section: {k: v for k, v in names(cls).items() if k not in drop}
         for section, cls, drop in (("train", TrainConfig, {"path", "augment"}),
                                    ("model", ModelConfig, {"in_channels", "out_channels"}),
-                                   ("preprocess", PreprocessConfig, {"intensity_stats"}),
+                                   ("preprocess", PreprocessConfig, {"intensity_stats", "planned_shape"}),
                                    ("augment", AugmentConfig, set()))
     }
 
