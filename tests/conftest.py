@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny phantom dataset and a tiny model configuration, written in tmp folders."""
 
+import locale
 import os
 import subprocess
 import sys
@@ -12,6 +13,15 @@ import yaml
 from vol25d.data.phantom import write_phantom_dataset
 
 TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1, "directions": 8, "views": 2}
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_locale():
+    """GDCM's DICOM writer (SimpleITK) sets LC_CTYPE to "C" for the whole process; later tests would then read
+    and decode text as ASCII. Every test ends with the locale it started with."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 @pytest.fixture(scope="session")

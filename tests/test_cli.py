@@ -2,7 +2,6 @@
 
 import csv
 import json
-import locale
 import os
 import re
 import shutil
@@ -237,7 +236,6 @@ def test_nhdr_and_a_dicom_folder_without_endings_are_read(run, tmp_path, capsys)
 
     series = tmp_path / "DICOM"
     series.mkdir()
-    saved_locale = locale.setlocale(locale.LC_ALL)  # GDCM's writer sets LC_CTYPE to "C": later tests decode UTF-8
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     slices = array.astype(np.int16)
@@ -250,7 +248,6 @@ def test_nhdr_and_a_dicom_folder_without_endings_are_read(run, tmp_path, capsys)
         writer.SetFileName(str(series / f"IM{k:04d}.dcm"))
         writer.Execute(slice_)
         (series / f"IM{k:04d}.dcm").rename(series / f"IM{k:04d}")  # as PACS exports name them
-    locale.setlocale(locale.LC_ALL, saved_locale)
     _in_process(["-q", "predict", "-i", series, "-o", tmp_path / "dicom_mask.nii.gz", "-m", run / "path2.pt"], capsys)
     assert nib.load(tmp_path / "dicom_mask.nii.gz").shape == (20, 18, 16)
 
