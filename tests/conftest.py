@@ -1,5 +1,9 @@
 """Shared fixtures: a tiny phantom dataset and a tiny model configuration, written in tmp folders."""
 
+import locale
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,15 @@ import yaml
 from vol25d.data.phantom import write_phantom_dataset
 
 TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1, "directions": 8, "views": 2}
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_locale():
+    """GDCM's DICOM writer (SimpleITK) sets LC_CTYPE to "C" for the whole process; later tests would then read
+    and decode text as ASCII. Every test ends with the locale it started with."""
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +36,18 @@ def tiny_config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
     path.write_text(yaml.safe_dump({"model": TINY_MODEL, "train": {"amp": False, "steps_per_case": 1}}))
     return path
+
+
+@pytest.fixture(scope="session")
+def run(phantoms, tiny_config, tmp_path_factory) -> Path:
+    """A run folder with path 1 (2 epochs) and path 2 (1 epoch) trained on the phantoms by the CLI."""
+    out = tmp_path_factory.mktemp("run")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for args in (["--path", 1, "--config", tiny_config, "--epochs", 2],
+                 ["--path", 2, "--init", out / "path1.pt", "--epochs", 1]):
+        subprocess.run([sys.executable, "-m", "vol25d", "-q", "train", "--data", str(phantoms), "--out", str(out),
+                        "--device", "cpu", *map(str, args)], check=True, capture_output=True, env=env)
+    return out
 
 
 class _CudaAutocastRules(torch.overrides.TorchFunctionMode):

@@ -1,7 +1,10 @@
 """End to end through the command line, in subprocesses, on tiny phantoms."""
 
 import csv
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,12 +15,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
 def vol25d(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "vol25d", "-q", *map(str, args)], capture_output=True, text=True, env=ENV)
+    result = subprocess.run([sys.executable, "-m", "vol25d", "-q", *map(str, args)], capture_output=True, encoding="utf-8", env=ENV)
     if check and result.returncode != 0:
         raise AssertionError(f"vol25d {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -30,15 +34,6 @@ def one_line_error(result, *fragments):
     assert lines[0].startswith("error: ")
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module")
-def run(phantoms, tiny_config, tmp_path_factory):
-    """A run folder with path 1 (2 epochs) and path 2 (1 epoch) trained on the phantoms."""
-    out = tmp_path_factory.mktemp("run")
-    vol25d("train", "--path", 1, "--data", phantoms, "--out", out, "--config", tiny_config, "--epochs", 2, "--device", "cpu")
-    vol25d("train", "--path", 2, "--data", phantoms, "--out", out, "--init", out / "path1.pt", "--epochs", 1, "--device", "cpu")
-    return out
 
 
 def test_train_writes_the_run_folder(run):
@@ -162,3 +157,145 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(phantoms, tiny_confi
     straight = (tmp_path / "straight" / "path1_metrics.csv").read_text().splitlines()
     resumed = (killed / "path1_metrics.csv").read_text().splitlines()
     assert [row.split(",")[:3] for row in straight] == [row.split(",")[:3] for row in resumed]
+
+
+def _in_process(args, capsys) -> str:
+    """The CLI in this process (no interpreter start-up): its stdout; it must succeed."""
+    from vol25d.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out
+
+
+def test_save_probabilities_beside_the_labels_and_continue(run, phantoms, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    source = _oblique_lps_image(sorted((phantoms / "imagesTr").iterdir())[0], tmp_path / "in" / "scan.nii")
+    shutil.copy(sorted((phantoms / "imagesTr").iterdir())[1], tmp_path / "in" / "other.nii.gz")
+    out = tmp_path / "pred"
+    _in_process(["-q", "predict", "-i", tmp_path / "in", "-o", out, "-m", run / "path2.pt", "--save-probabilities"], capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["other.nii.gz", "other_probabilities.nii.gz", "scan.nii",
+                                                     "scan_probabilities.nii.gz"]
+    labels, probabilities = nib.load(out / "scan.nii"), nib.load(out / "scan_probabilities.nii.gz")
+    assert probabilities.get_data_dtype() == np.float32 and probabilities.shape == source.shape
+    np.testing.assert_allclose(probabilities.affine, source.affine, atol=1e-5)
+    values = np.asarray(probabilities.dataobj)
+    assert 0 <= values.min() and values.max() <= 1
+    np.testing.assert_array_equal(np.asarray(labels.dataobj), (values >= 0.5).astype(np.uint8))
+
+    # --continue: complete cases are left alone, a case missing one of its files is predicted again.
+    kept = (out / "other.nii.gz").stat().st_mtime_ns
+    (out / "scan_probabilities.nii.gz").unlink()
+    printed = _in_process(["-q", "predict", "-i", tmp_path / "in", "-o", out, "-m", run / "path2.pt",
+                           "--save-probabilities", "--continue"], capsys)
+    assert printed.startswith("wrote 2 file(s)")
+    assert (out / "other.nii.gz").stat().st_mtime_ns == kept and (out / "scan_probabilities.nii.gz").is_file()
+    (tmp_path / "ref").mkdir()
+    for name in ("scan.nii", "other.nii.gz"):
+        shutil.copy(out / name, tmp_path / "ref" / name)
+    scores = _in_process(["evaluate", "--pred", out, "--ref", tmp_path / "ref"], capsys)  # beside-files ignored
+    assert scores.strip().endswith("mean Dice: 1.000") and "probabilities" not in scores
+
+
+def test_a_multi_label_model_also_writes_a_3d_label_map(run, phantoms, tmp_path, capsys):
+    from vol25d.checkpoint import save_checkpoint
+    from vol25d.model import ModelConfig, Random25DUNet
+
+    trained = torch.load(run / "path2.pt", weights_only=True)
+    settings = {**trained["model_config"], "out_channels": 2}
+    model = Random25DUNet.from_config(ModelConfig.from_dict(settings))
+    values = {**trained, "model_config": model.config.to_dict(), "state_dict": model.state_dict(),
+              "class_names": ["artery", "vein"], "multi_label": True}
+    values.pop("format"), values.pop("version")
+    checkpoint = save_checkpoint(values, tmp_path / "multi.pt")
+    source = sorted((phantoms / "imagesTr").iterdir())[0]
+    _in_process(["-q", "predict", "-i", source, "-o", tmp_path / "seg.nii.gz", "-m", checkpoint, "--save-probabilities"], capsys)
+    masks = np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj)
+    probabilities = np.asarray(nib.load(tmp_path / "seg_probabilities.nii.gz").dataobj)
+    label_map = nib.load(tmp_path / "seg_labelmap.nii.gz")
+    assert masks.shape[-1] == 2 and probabilities.shape == masks.shape
+    assert label_map.shape == masks.shape[:3] and label_map.get_data_dtype() == np.uint8
+    values = np.asarray(label_map.dataobj)
+    np.testing.assert_array_equal(values > 0, masks.any(-1))
+    both = masks.all(-1)
+    np.testing.assert_array_equal(values[both], 1 + probabilities[both].argmax(-1))
+    np.testing.assert_allclose(label_map.affine, nib.load(source).affine, atol=1e-6)
+
+
+def test_nhdr_and_a_dicom_folder_without_endings_are_read(run, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    array = np.random.default_rng(1).random((20, 18, 16)).astype(np.float32) * 100  # (X, Y, Z)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.T))
+    image.SetSpacing((0.6, 0.6, 1.0))
+    sitk.WriteImage(image, str(tmp_path / "scan.nhdr"))
+    _in_process(["-q", "predict", "-i", tmp_path / "scan.nhdr", "-o", tmp_path / "mask.nii.gz", "-m", run / "path2.pt"], capsys)
+    assert nib.load(tmp_path / "mask.nii.gz").shape == (20, 18, 16)
+
+    series = tmp_path / "DICOM"
+    series.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    slices = array.astype(np.int16)
+    for k in range(slices.shape[2]):
+        slice_ = sitk.GetImageFromArray(slices[:, :, k].T.copy())
+        for key, value in {"0020|000e": "1.2.826.0.1.3680043.2.1125.1", "0020|000d": "1.2.826.0.1.3680043.2.1125.2",
+                           "0020|0037": "1\\0\\0\\0\\1\\0", "0020|0032": f"0\\0\\{1.0 * k}", "0020|0013": str(k + 1),
+                           "0008|0060": "MR", "0028|0030": "0.6\\0.6", "0018|0050": "1.0"}.items():
+            slice_.SetMetaData(key, value)
+        writer.SetFileName(str(series / f"IM{k:04d}.dcm"))
+        writer.Execute(slice_)
+        (series / f"IM{k:04d}.dcm").rename(series / f"IM{k:04d}")  # as PACS exports name them
+    _in_process(["-q", "predict", "-i", series, "-o", tmp_path / "dicom_mask.nii.gz", "-m", run / "path2.pt"], capsys)
+    assert nib.load(tmp_path / "dicom_mask.nii.gz").shape == (20, 18, 16)
+
+
+def test_info_describes_a_checkpoint(run, capsys):
+    table = _in_process(["info", run / "path2.pt"], capsys)
+    assert re.search(r"^classes\s+vessel$", table, re.M)
+    assert re.search(r"^directions m\s+8$", table, re.M) and re.search(r"^trained in\s+path 2 \(U frozen\)$", table, re.M)
+    assert re.search(r"^training data\s+.+: 3 training / 1 validation cases$", table, re.M)
+    described = json.loads(_in_process(["info", run / "path1.pt", "--json"], capsys))
+    assert described["classes"] == ["vessel"] and described["channels"] == ["MRA"]
+    assert described["model"]["directions_m"] == 8 and described["model"]["views_p"] == 2
+    assert described["path"] == 1 and described["training"]["train_cases"] == 3
+    assert len(described["preprocess"]["target_spacing_mm"]) == 3
+
+
+def test_path1_init_fine_tunes_a_trained_model(run, phantoms, tmp_path):
+    vol25d("train", "--path", 1, "--data", phantoms, "--out", tmp_path / "tuned", "--init", run / "path2.pt",
+           "--epochs", 1, "--device", "cpu", "--views", 4)
+    start, tuned = torch.load(run / "path2.pt", weights_only=True), torch.load(tmp_path / "tuned" / "path1.pt", weights_only=True)
+    assert tuned["preprocess"] == start["preprocess"]
+    assert {**start["model_config"], "views": 4} == tuned["model_config"]
+    assert tuned["train_config"]["lr"] == 3e-4 and not tuned["unet_frozen"]
+    unet = [k for k in start["state_dict"] if k.startswith("unet.")]
+    assert any(not torch.equal(start["state_dict"][k], tuned["state_dict"][k]) for k in unet)  # U trained again
+    config = yaml.safe_load((tmp_path / "tuned" / "config.yaml").read_text())
+    assert config["path1"]["init"] == str(run / "path2.pt")
+
+
+def test_the_example_config_is_read_as_is_and_lists_every_setting():
+    import dataclasses
+
+    from vol25d.cli import _config_file, _config_sections
+    from vol25d.data.augment import AugmentConfig
+    from vol25d.data.preprocess import PreprocessConfig
+    from vol25d.model import ModelConfig
+    from vol25d.train import TrainConfig
+
+    example = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "example.yaml"
+    sections = _config_file(example)
+    commented = set(re.findall(r"^# (\w+): ", example.read_text(encoding="utf-8"), re.M))  # left to vol25d
+    assert {name: set(values) | (commented & set(_config_sections()[name])) for name, values in sections.items()} == \
+        {name: set(known) for name, known in _config_sections().items()}  # every setting, no other
+    assert commented == {"max_voxels"}
+    augment = AugmentConfig(**sections["augment"])
+    train = TrainConfig(**sections["train"], augment=augment)
+    model = ModelConfig.from_dict(sections["model"])
+    preprocess = PreprocessConfig(**sections["preprocess"])
+    # It states the defaults: the file changes nothing until a user edits it.
+    assert (train, model, augment) == (TrainConfig(), ModelConfig(), AugmentConfig())
+    assert dataclasses.replace(preprocess) == PreprocessConfig()

@@ -5,7 +5,9 @@ import sys
 
 import numpy as np
 
-from vol25d.infer import probabilities_to_labels, remove_small_components
+from pathlib import Path
+
+from vol25d.infer import label_map, output_files, probabilities_to_labels, remove_small_components
 
 
 def test_small_components_are_dropped_and_large_ones_kept():
@@ -34,6 +36,26 @@ def test_overlapping_classes_stay_one_channel_each():
     labels = probabilities_to_labels(probabilities, 0.5, multi_label=True)
     assert labels.shape == (1, 1, 1, 3)
     assert labels[0, 0, 0].tolist() == [1, 1, 0]
+
+
+def test_the_label_map_of_overlapping_classes_takes_the_most_probable_labelled_one():
+    probabilities = np.zeros((4, 1, 1, 3), dtype=np.float32)
+    probabilities[0, 0, 0] = [0.9, 0.6, 0.1]  # classes 1 and 2 overlap: 1 is more probable
+    probabilities[1, 0, 0] = [0.55, 0.8, 0.95]  # all three: 3
+    probabilities[2, 0, 0] = [0.1, 0.2, 0.3]  # none
+    probabilities[3, 0, 0] = [0.7, 0.7, 0.1]  # a tie: the first class
+    masks = probabilities_to_labels(probabilities, 0.5, multi_label=True)
+    masks[1, 0, 0, 2] = 0  # as if min_size had dropped class 3 there: the next most probable labelled class wins
+    labels = label_map(probabilities, masks)
+    assert labels.dtype == np.uint8 and labels.shape == (4, 1, 1)
+    assert labels[:, 0, 0].tolist() == [1, 2, 0, 1]
+
+
+def test_output_files_sit_beside_the_labels():
+    files = output_files(Path("out/case_7.nii"), multi_label=True, save_probabilities=True, report=True)
+    assert files == {"labels": Path("out/case_7.nii"), "probabilities": Path("out/case_7_probabilities.nii.gz"),
+                     "label_map": Path("out/case_7_labelmap.nii"), "report": Path("out/case_7.png")}
+    assert output_files(Path("a.mha"), multi_label=False, save_probabilities=False, report=False) == {"labels": Path("a.mha")}
 
 
 def test_prediction_does_not_import_the_training_stack():

@@ -189,3 +189,24 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         write_volume(Volume(np.zeros((3, 3, 3), np.float32), np.eye(4)), target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.nii.gz"]
+
+
+def test_image_suffix_is_the_one_list_of_endings():
+    from vol25d.io import READ_SUFFIXES, image_suffix
+
+    assert [image_suffix(f"a{s}") for s in READ_SUFFIXES] == list(READ_SUFFIXES)
+    assert image_suffix("CT_01_0000.NII.GZ") == ".NII.GZ" and image_suffix("scan.nhdr") == ".nhdr"
+    assert image_suffix("notes.txt") is None and image_suffix(".nii.gz") is None and image_suffix("scan.raw") is None
+
+
+def test_a_dicom_folder_is_known_by_its_preamble_not_its_endings(tmp_path):
+    from vol25d.io import is_dicom_folder
+
+    (tmp_path / "nifti").mkdir()
+    (tmp_path / "nifti" / "a_0000.nii.gz").write_bytes(b"\0" * 128 + b"DICM")  # an image ending: not opened
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "README").write_text("not an image")
+    assert is_dicom_folder(tmp_path / "export") and not is_dicom_folder(tmp_path / "nifti")
+    assert not is_dicom_folder(tmp_path / "text") and not is_dicom_folder(tmp_path / "nowhere")

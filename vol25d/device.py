@@ -1,4 +1,4 @@
-"""Where the model runs: the device a user names, and the mixed precision that goes with it.
+"""Where the model runs: the device a user names, its CPU threads, and the mixed precision that goes with it.
 
 Imports torch only, so prediction does not pull in the training stack.
 """
@@ -6,6 +6,8 @@ Imports torch only, so prediction does not pull in the training stack.
 from __future__ import annotations
 
 import logging
+import os
+import re
 
 import torch
 
@@ -13,7 +15,10 @@ from vol25d.errors import InputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["resolve_device", "amp_enabled", "autocast", "full_precision", "AMP_DEVICE_TYPES"]
+__all__ = ["resolve_device", "amp_enabled", "autocast", "full_precision", "AMP_DEVICE_TYPES", "set_threads",
+           "auto_threads"]
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 # Device types on which ``amp=True`` turns bf16 autocast on. CPU autocast is slow on most CPUs, so only CUDA;
 # the tests add "cpu" to run the CUDA branch's mixed precision (and the ops CUDA refuses) on a CPU.
@@ -21,12 +26,67 @@ AMP_DEVICE_TYPES: tuple[str, ...] = ("cuda",)
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; ``"cuda"`` without a GPU is a clear error."""
+    """``"auto"`` → CUDA when available, else CPU; ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as named.
+
+    Raises:
+        InputError: any other name (``"gpu"``), or CUDA asked for where there is none or not that many GPUs.
+    """
+    name = str(name)
+    if not _DEVICE.match(name):
+        raise InputError(f"device {name!r} is not one vol25d knows; use auto, cpu, cuda or cuda:N (e.g. --device cuda)")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} asked for but no CUDA GPU is available; use --device cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name!r} asked for but no CUDA GPU is available; use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise InputError(f"device {name!r} asked for but this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                             f"(cuda:0 … cuda:{torch.cuda.device_count() - 1}); pick one of them")
     return torch.device(name)
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_threads(cpus: int | None = None) -> int | None:
+    """The torch CPU thread count ``--threads auto`` picks: 1 on a machine with at most 2 CPUs, else ``None``
+    (torch's own default, one per core); ``None`` too where ``OMP_NUM_THREADS`` is set, which torch follows.
+
+    Measured (experiments/results/bench_threads.md): on a 2-core VM shared with other jobs, a path-1 step of
+    the demo's model on a 48³ phantom took 0.235 s with 1 thread and 3.415 s with 2; a demo run with torch's
+    2 threads took 14 min 27 s, against 7 min 59 s with 1. More cores were not measured, so there torch's
+    default stands.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    cpus = _available_cpus() if cpus is None else cpus
+    return 1 if cpus <= 2 else None
+
+
+def set_threads(threads: str | int = "auto") -> int:
+    """Set torch's intra-op CPU threads: ``"auto"`` (:func:`auto_threads`) or a number ≥ 1. Returns the count set.
+
+    Raises:
+        InputError: ``threads`` is neither ``"auto"`` nor a positive integer.
+    """
+    if threads == "auto" or threads is None:
+        chosen = auto_threads()
+    else:
+        try:
+            chosen = int(threads)
+        except (TypeError, ValueError):
+            chosen = 0
+        if chosen < 1 or str(threads).strip() != str(chosen):
+            raise InputError(f"--threads must be auto or a whole number ≥ 1; got {threads!r}")
+    if chosen is not None:
+        torch.set_num_threads(chosen)
+    log.debug("torch CPU threads: %d", torch.get_num_threads())
+    return torch.get_num_threads()
 
 
 def amp_enabled(device: torch.device, requested: bool = True) -> bool:

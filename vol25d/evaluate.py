@@ -8,7 +8,7 @@ import logging
 import math
 from pathlib import Path
 
-from vol25d.data.dataset import group_channel_files, read_dataset_json
+from vol25d.data.dataset import grid_mismatch, group_channel_files, read_dataset_json
 from vol25d.errors import InputError
 from vol25d.files import atomic_path
 from vol25d.io import read_volume
@@ -34,8 +34,32 @@ def _class_names(ref_dir: Path, ref_example) -> list[str]:
     return [f"class_{k}" for k in range(1, count + 1)]
 
 
-def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | Path | None = None):
+# What predict writes beside a case's labels (vol25d.infer's PROBABILITIES_SUFFIX and LABEL_MAP_SUFFIX):
+# not predictions of cases of their own.
+_BESIDE_LABELS = ("_probabilities", "_labelmap")
+
+
+def _predictions(pred_dir: Path, references: dict) -> dict[str, list[Path]]:
+    """Case → its prediction file, leaving out the probability and label-map files written beside labels
+    (unless a reference has that very name)."""
+    found = group_channel_files(pred_dir, split_channels=False)
+    return {case: paths for case, paths in found.items()
+            if case in references or not any(case.endswith(suffix) for suffix in _BESIDE_LABELS)}
+
+
+def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | Path | None = None, *,
+                     allow_missing: bool = False):
     """Evaluate every prediction in ``pred_dir`` against the reference of the same case name in ``ref_dir``.
+
+    Every reference needs a prediction (a half-finished folder would report a mean over the cases done), and
+    every prediction must lie on its reference's grid (shape and affine, as ``check-data`` compares them).
+
+    Args:
+        pred_dir: predicted label files, named like the references (``<case>_probabilities…`` and
+            ``<case>_labelmap…`` files that ``predict`` writes beside them are ignored).
+        ref_dir: reference label files.
+        csv_path: write the per-case table here (atomically).
+        allow_missing: score only the references that have a prediction, instead of refusing.
 
     Returns:
         ``(rows, summary)``: one dict per case and class (see :func:`vol25d.metrics.evaluate_case`), and
@@ -46,19 +70,34 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | 
         if not folder.is_dir():
             raise FileNotFoundError(f"{what} folder {folder} does not exist; pass a folder of label images")
     # Label files are whole cases: a name ending in _0001 is a case, not a channel.
-    predictions = group_channel_files(pred_dir, split_channels=False)
     references = group_channel_files(ref_dir, split_channels=False)
+    predictions = _predictions(pred_dir, references)
     missing = sorted(set(predictions) - set(references))
     if missing:
         raise InputError(f"{ref_dir} has no reference for {missing[:5]}; name each prediction like its reference label")
-    if not predictions:
-        raise InputError(f"{pred_dir} holds no predictions")
+    unpredicted = sorted(set(references) - set(predictions))
+    if unpredicted and not allow_missing:
+        more = f" and {len(unpredicted) - 5} more" if len(unpredicted) > 5 else ""
+        raise InputError(f"{pred_dir} has no prediction for {len(unpredicted)} of the {len(references)} reference(s) in "
+                         f"{ref_dir} ({', '.join(unpredicted[:5])}{more}); predict them (predict --continue), or pass "
+                         "--allow-missing to score only the cases predicted")
+    if unpredicted:
+        log.warning("scoring %d of %d references: no prediction for %s", len(predictions), len(references),
+                    ", ".join(unpredicted[:5]) + (" …" if len(unpredicted) > 5 else ""))
     rows, names = [], None
     for case, (pred_path,) in ((c, p[:1]) for c, p in sorted(predictions.items())):
         ref_path = references[case][0]
         pred, ref = read_volume(pred_path), read_volume(ref_path)
         if pred.shape != ref.shape:
             raise InputError(f"{pred_path}: shape {pred.shape} differs from its reference {ref_path} {ref.shape}; predict on the reference's image")
+        if pred.array.ndim != ref.array.ndim or pred.array.shape[3:] != ref.array.shape[3:]:
+            raise InputError(f"{pred_path}: array shape {pred.array.shape} does not match its reference {ref_path} "
+                             f"{ref.array.shape} (a 4-D file holds one channel per class); evaluate labels like the "
+                             "references")
+        mismatch = grid_mismatch(pred_path, pred.shape, pred.affine, ref_path, ref.shape, ref.affine,
+                                 fix="predict on the reference's image (predict keeps its input's geometry)")
+        if mismatch:
+            raise InputError(mismatch[0])
         names = names or _class_names(ref_dir, ref)
         rows.extend(evaluate_case(pred.array, ref.array, ref.spacing, names, case_id=case))
     summary = summarise(rows)

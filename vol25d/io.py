@@ -32,7 +32,8 @@ from vol25d.errors import InputError
 if TYPE_CHECKING:  # imported on first use only (_sitk)
     import SimpleITK
 
-__all__ = ["Volume", "read_volume", "write_volume", "NIFTI_SUFFIXES", "ITK_SUFFIXES", "WRITE_SUFFIXES"]
+__all__ = ["Volume", "read_volume", "write_volume", "image_suffix", "is_dicom_folder", "NIFTI_SUFFIXES", "ITK_SUFFIXES",
+           "READ_SUFFIXES", "WRITE_SUFFIXES"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def _sitk(path: Path | None = None):
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+READ_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES  # every image file ending read_volume reads (the one list)
 WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")  # single-file formats only (see write_volume)
 # RAS+ = diag(-1, -1, 1) · LPS: the same flip converts either way.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -93,6 +95,42 @@ def _suffix(path: Path) -> str:
         if name.endswith(suffix):
             return suffix
     return path.suffix.lower()
+
+
+def image_suffix(path: str | os.PathLike) -> str | None:
+    """The ending of an image file :func:`read_volume` reads, as spelt in the name (``.nii.gz`` is one), else ``None``.
+
+    Example:
+        >>> image_suffix("ct_01_0000.NII.GZ"), image_suffix("notes.txt")
+        ('.NII.GZ', None)
+    """
+    name = Path(path).name
+    lower = name.lower()
+    for suffix in READ_SUFFIXES:
+        if lower.endswith(suffix) and len(lower) > len(suffix):
+            return name[len(name) - len(suffix):]
+    return None
+
+
+def is_dicom_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds DICOM files: one ending in ``.dcm``, or with the DICOM preamble's ``DICM``
+    marker at byte 128 (scanners and PACS exports often write files with no ending at all)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return False
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith(".") or image_suffix(path) is not None:
+            continue  # NIfTI, NRRD, MetaImage files are not DICOM slices: no need to open them
+        if path.suffix.lower() == ".dcm":
+            return True
+        try:
+            with path.open("rb") as stream:
+                stream.seek(128)
+                if stream.read(4) == b"DICM":
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _cast(array: np.ndarray, dtype) -> np.ndarray:
@@ -223,7 +261,7 @@ def read_volume(path: str | os.PathLike, dtype=None) -> Volume:
     else:
         raise InputError(
             f"{path}: unsupported image extension {suffix or '(none)'!r}; use one of "
-            f"{', '.join(NIFTI_SUFFIXES + ITK_SUFFIXES)} or a DICOM series folder"
+            f"{', '.join(READ_SUFFIXES)} or a DICOM series folder"
         )
     return Volume(_squeeze_dims(array, path), affine, path)
 

@@ -271,6 +271,11 @@ class Random25DUNet(nn.Module):
         self.unet.eval()
         self.unet_frozen = True
 
+    def unfreeze_unet(self) -> None:
+        """Fine-tuning a path-2 checkpoint in path 1: U trainable again."""
+        self.unet.requires_grad_(True)
+        self.unet_frozen = False
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.unet_frozen:

@@ -47,7 +47,11 @@ from vol25d.ops import mip
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "train", "Objective", "lr_schedule"]
+__all__ = ["TrainConfig", "TrainResult", "train", "Objective", "lr_schedule", "FINE_TUNE_LR", "FINE_TUNE_MODEL_SETTINGS"]
+
+# `vol25d train --path 1 --init CKPT` without --lr: a tenth of the default 3e-3, so that fine-tuning on a few
+# cases of a new scanner adjusts the trained weights rather than starting over from them.
+FINE_TUNE_LR = 3e-4
 
 
 @dataclass(frozen=True)
@@ -189,8 +193,11 @@ class _MetricsLog:
             csv.DictWriter(handle, self.COLUMNS).writerow(row)
 
 
-def _checkpoint_values(model, dataset: DatasetInfo, preprocess: PreprocessConfig, config: TrainConfig, epoch, best):
+def _checkpoint_values(model, dataset: DatasetInfo, preprocess: PreprocessConfig, config: TrainConfig, epoch, best,
+                       split=((), ())):
     return {
+        "data": {"dataset": str(dataset.root), "train_cases": [c.name for c in split[0]],
+                 "val_cases": [c.name for c in split[1]]},
         "path": config.path,
         "model_config": model.config.to_dict(),
         "preprocess": preprocess.to_dict(),
@@ -207,16 +214,45 @@ def _checkpoint_values(model, dataset: DatasetInfo, preprocess: PreprocessConfig
 
 
 def _check_init_fits(values: dict, dataset: DatasetInfo, init: Path) -> None:
+    """An ``init`` checkpoint must take the dataset's channels and segment its classes, in the same order."""
     if len(values["channel_names"]) != len(dataset.channel_names):
         raise InputError(
-            f"{init} was trained on {len(values['channel_names'])} image channel(s) but {dataset.root} has "
-            f"{len(dataset.channel_names)}; train path 2 on the data path 1 used"
+            f"{init} was trained on {len(values['channel_names'])} image channel(s) {list(values['channel_names'])} "
+            f"but {dataset.root} has {len(dataset.channel_names)} {list(dataset.channel_names)}; --init needs a model "
+            "trained on the same channels"
         )
     if list(values["class_names"]) != list(dataset.class_names):
         raise InputError(
-            f"{init} segments {values['class_names']} but {dataset.root} labels {dataset.class_names}; "
-            "train path 2 on the data path 1 used"
+            f"{init} segments {list(values['class_names'])} but {dataset.root} labels {list(dataset.class_names)}; "
+            "--init needs a model of the same classes in the same order (dataset.json's labels)"
         )
+
+
+# Model settings a fine-tuning run may change: none of them shapes a weight.
+FINE_TUNE_MODEL_SETTINGS = ("directions", "views", "view_chunk", "checkpoint_views")
+
+
+def _fine_tune_model(values: dict, init: Path, model_config: ModelConfig | None) -> Random25DUNet:
+    """Path 1 from a trained checkpoint: its model with its weights, U trainable (also after path 2)."""
+    model = model_from_checkpoint(values, init)
+    if model_config is not None:
+        # A setting counts as asked for where it differs from both ModelConfig's default and the checkpoint's.
+        given, default, trained = model_config.to_dict(), ModelConfig().to_dict(), model.config.to_dict()
+        changed = {k: v for k, v in given.items()
+                   if v != default[k] and v != trained[k] and k not in ("in_channels", "out_channels")}
+        fixed = sorted(set(changed) - set(FINE_TUNE_MODEL_SETTINGS))
+        if fixed:
+            raise InputError(
+                f"fine-tuning keeps the model settings of {init}; drop {fixed} (only "
+                f"{', '.join(FINE_TUNE_MODEL_SETTINGS)} may change)"
+            )
+        if changed:
+            settings = {**model.config.to_dict(), **changed}
+            state = model.state_dict()
+            model = Random25DUNet.from_config(ModelConfig.from_dict(settings))
+            model.load_state_dict(state)
+    model.unfreeze_unet()
+    return model
 
 
 @torch.no_grad()
@@ -297,7 +333,12 @@ def train(
         config: the :class:`TrainConfig` (``config.path`` picks the path).
         model_config: path 1: the model settings (``in_channels``/``out_channels`` are taken from the data).
         preprocess_options: path 1: :class:`PreprocessConfig` fields to fix (the rest is planned from the data).
-        init: path 2: the path-1 checkpoint to start from (required).
+        init: path 2: the path-1 checkpoint to start from (required). Path 1: a trained checkpoint
+            (``path1.pt`` or ``path2.pt``) to fine-tune: its weights, model settings and preprocessing plan
+            are kept (``model_config`` may change only :data:`FINE_TUNE_MODEL_SETTINGS`; a setting counts as
+            changed where it differs from both the default and the checkpoint's), its channels and
+            classes must be the dataset's; U trains again. Pass a lower ``config.lr`` (the CLI defaults to
+            :data:`FINE_TUNE_LR`).
         resume: continue from ``out_dir/pathN_last.pt`` (model, optimiser, scheduler, epoch, RNG states).
         quiet: no progress bar.
 
@@ -344,6 +385,13 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
         if resumed is not None:
             model = model_from_checkpoint(resumed, last_path)
             preprocess = PreprocessConfig.from_dict(resumed["preprocess"])
+        elif init is not None:  # fine-tuning: the checkpoint's weights, model settings and preprocessing plan
+            init_values = load_checkpoint(init)
+            _check_init_fits(init_values, dataset, Path(init))
+            model = _fine_tune_model(init_values, Path(init), model_config)
+            preprocess = PreprocessConfig.from_dict(init_values["preprocess"])
+            if main:
+                log.info("path1: fine-tuning %s (its model settings and preprocessing) at lr %.2g", init, config.lr)
         else:
             settings = dataclasses.asdict(model_config or ModelConfig())
             settings.update(in_channels=len(dataset.channel_names), out_channels=len(dataset.class_names))
@@ -479,7 +527,7 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
             score = val_dice if not math.isnan(val_dice) else -train_loss
             if score > best[0] or epoch == 1:
                 best = (score, epoch)
-            values = _checkpoint_values(model, dataset, preprocess, config, epoch, best)
+            values = _checkpoint_values(model, dataset, preprocess, config, epoch, best, (train_data, val_data))
             if best[1] == epoch:
                 save_checkpoint(values, out / f"{tag}.pt")
             rng = {"shuffle": shuffle.get_state(), **own_rng, **({"ranks": every_rng} if every_rng else {})}

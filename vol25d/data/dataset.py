@@ -30,13 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from vol25d.errors import InputError
+from vol25d.io import READ_SUFFIXES
 
-__all__ = ["Case", "DatasetInfo", "load_dataset", "read_dataset_json", "split_cases", "group_channel_files", "check_dataset"]
+__all__ = ["Case", "DatasetInfo", "load_dataset", "read_dataset_json", "split_cases", "group_channel_files", "check_dataset",
+           "grid_mismatch", "MIN_IMAGE_SIDE"]
 
 log = logging.getLogger(__name__)
 
+# Fewer voxels than this along an axis is not a volume to segment (a thumbnail, a localiser, a wrong file).
+MIN_IMAGE_SIDE = 4
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 _TRANSLATION_TOL_MM = 1e-3
 _DIRECTION_TOL = 1e-4
 _SPACING_RTOL = 1e-4
@@ -182,7 +185,7 @@ def group_channel_files(
     for path in files:
         ending = _ending(path, file_ending)
         if ending is None:
-            raise InputError(f"{path}: is not an image file ending in {file_ending or _IMAGE_SUFFIXES}; "
+            raise InputError(f"{path}: is not an image file ending in {file_ending or ', '.join(READ_SUFFIXES)}; "
                              "pass image files only")
         case, channel = _split_name(path.name[: -len(ending)]) if split_channels else (None, None)
         if channel is None:
@@ -192,7 +195,7 @@ def group_channel_files(
                              f"{channels[case][channel]}; rename or remove one of them")
         channels[case][channel] = path
     if not channels:
-        raise InputError(f"{where}: holds no image files ending in {file_ending or _IMAGE_SUFFIXES}; "
+        raise InputError(f"{where}: holds no image files ending in {file_ending or ', '.join(READ_SUFFIXES)}; "
                          "point to the folder with the images")
     grouped: dict[str, list[Path]] = {}
     for case in sorted(channels):
@@ -253,7 +256,7 @@ def check_dataset(root: str | os.PathLike) -> list[str]:
             if reference is None:
                 reference = (path, volume.shape, volume.affine)
             else:
-                problems += _check_same_grid(path, volume.shape, volume.affine, *reference)
+                problems += grid_mismatch(path, volume.shape, volume.affine, *reference)
     return problems
 
 
@@ -418,7 +421,7 @@ def _split_name(stem: str) -> tuple[str, int | None]:
 def _ending(path: Path, file_ending: str | None) -> str | None:
     """The suffix of ``path`` among ``file_ending`` (or every image suffix), or ``None``."""
     name = path.name.lower()
-    for ending in (file_ending.lower(),) if file_ending else _IMAGE_SUFFIXES:
+    for ending in (file_ending.lower(),) if file_ending else READ_SUFFIXES:
         if name.endswith(ending) and len(name) > len(ending):
             return path.name[len(path.name) - len(ending):]
     return None
@@ -433,6 +436,8 @@ def _check_image(path: Path, array: np.ndarray) -> list[str]:
     if array.ndim != 3:
         return [f"{path}: is 4-D with {array.shape[3]} volumes (shape {array.shape}); each channel must be its "
                 "own 3-D file (_0000, _0001 …) — split it"]
+    if min(array.shape) < MIN_IMAGE_SIDE:
+        return [f"{path}: shape {array.shape} has fewer than {MIN_IMAGE_SIDE} voxels along an axis; pass a 3-D volume"]
     bad = int(array.size - np.count_nonzero(np.isfinite(array)))
     if bad:
         return [f"{path}: has {bad} NaN/Inf voxel(s); replace them (e.g. with 0) and re-save"]
@@ -464,8 +469,13 @@ def _check_label(path: Path, array: np.ndarray, info: DatasetInfo, allowed: set[
     return []
 
 
-def _check_same_grid(path: Path, shape: tuple, affine: np.ndarray, ref_path: Path, ref_shape: tuple,
-                     ref_affine: np.ndarray) -> list[str]:
+def grid_mismatch(path: Path, shape: tuple, affine: np.ndarray, ref_path: Path, ref_shape: tuple,
+                  ref_affine: np.ndarray, fix: str = "resample or copy the geometry so they match") -> list[str]:
+    """Whether an image lies on the grid of a reference: ``[]`` if it does, else one line naming ``path``
+    and ending in ``fix``.
+
+    Same shape, origin within 1e-3 mm, direction cosines within 1e-4 and spacing within a relative 1e-4.
+    """
     if tuple(shape) != tuple(ref_shape):
         return [f"{path}: spatial shape {tuple(shape)} differs from {ref_path.name}'s {tuple(ref_shape)}; "
                 "resample it onto the same grid"]
@@ -475,6 +485,5 @@ def _check_same_grid(path: Path, shape: tuple, affine: np.ndarray, ref_path: Pat
     spacing_rel = float(np.max(np.abs(spacing - ref_spacing) / ref_spacing))
     if origin_mm > _TRANSLATION_TOL_MM or direction > _DIRECTION_TOL or spacing_rel > _SPACING_RTOL:
         return [f"{path}: affine differs from {ref_path.name}'s (origin by {origin_mm:.3g} mm, direction cosines "
-                f"by {direction:.3g}, spacing by {spacing_rel:.3g} relative); resample or copy the geometry so "
-                "they match"]
+                f"by {direction:.3g}, spacing by {spacing_rel:.3g} relative); {fix}"]
     return []
