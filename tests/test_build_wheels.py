@@ -54,6 +54,6 @@ def test_offline_build_writes_vol25d_and_nothing_this_environment_has(tmp_path):
     assert len(wheels) == 1 and wheels[0].startswith("vol25d-") and wheels[0].endswith("-py3-none-any.whl")
     with zipfile.ZipFile(out / wheels[0]) as wheel:
         names = set(wheel.namelist())
-    assert {"vol25d/data/gitract.py", "vol25d/infer.py"} <= names and not any("__pycache__" in n for n in names)
+    assert {"vol25d/data/gitract/__init__.py", "vol25d/data/gitract/score.py", "vol25d/infer.py"} <= names and not any("__pycache__" in n for n in names)
     assert json.loads((out / "dataset-metadata.json").read_text())["id"] == "someone/vol25d-wheels"
     assert not (SCRIPT.parents[2] / "build").exists()  # built from a copy: no build/ left in the source tree
