@@ -230,7 +230,7 @@ def _cmd_make_phantoms(args) -> int:
 
 
 def _cmd_check_data(args) -> int:
-    from vol25d.data.dataset import check_dataset
+    from vol25d.data.check import check_dataset
 
     problems = check_dataset(args.dir)
     for problem in problems:
