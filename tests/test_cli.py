@@ -50,6 +50,26 @@ def test_train_writes_the_run_folder(run):
     assert checkpoint["preprocess"]["target_spacing_mm"] is not None
 
 
+def test_a_run_re_runs_from_its_own_config_yaml(run, phantoms, tmp_path):
+    """vol25d train --config RUN/config.yaml: the same settings (train, model, augmentation, the planned
+    preprocessing), so the same weights; path 2 takes its own path's settings."""
+    again = tmp_path / "again"
+    vol25d("train", "--path", 1, "--data", phantoms, "--out", again, "--config", run / "config.yaml")
+    vol25d("train", "--path", 2, "--data", phantoms, "--out", again, "--config", run / "config.yaml",
+           "--init", again / "path1.pt")
+    before, after = (yaml.safe_load((folder / "config.yaml").read_text()) for folder in (run, again))
+    for path in ("path1", "path2"):
+        for section in ("train", "model", "preprocess", "classes", "split"):
+            assert before[path][section] == after[path][section], (path, section)
+    first, second = (torch.load(folder / "path2.pt", weights_only=True)["state_dict"] for folder in (run, again))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    (tmp_path / "only1.yaml").write_text(yaml.safe_dump({"path1": before["path1"]}))
+    result = vol25d("train", "--path", 2, "--data", phantoms, "--out", tmp_path / "x", "--init", again / "path1.pt",
+                    "--config", tmp_path / "only1.yaml", check=False)
+    one_line_error(result, "without a path 2 run")
+    assert not (tmp_path / "x").exists()
+
+
 def test_path2_leaves_the_unet_as_path1_trained_it(run):
     first = torch.load(run / "path1.pt", weights_only=True)["state_dict"]
     second = torch.load(run / "path2.pt", weights_only=True)["state_dict"]

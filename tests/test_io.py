@@ -210,3 +210,17 @@ def test_a_dicom_folder_is_known_by_its_preamble_not_its_endings(tmp_path):
     (tmp_path / "text" / "README").write_text("not an image")
     assert is_dicom_folder(tmp_path / "export") and not is_dicom_folder(tmp_path / "nifti")
     assert not is_dicom_folder(tmp_path / "text") and not is_dicom_folder(tmp_path / "nowhere")
+
+
+def test_grid_mismatch_is_one_line_naming_the_file_and_the_fix(tmp_path):
+    from vol25d.io import grid_mismatch
+
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    assert grid_mismatch(tmp_path / "a.nii.gz", (4, 5, 6), affine, tmp_path / "b.nii.gz", (4, 5, 6), affine) == []
+    shifted = affine.copy()
+    shifted[:3, 3] = [0.0, 0.002, 0.0]
+    (line,) = grid_mismatch(tmp_path / "a.nii.gz", (4, 5, 6), shifted, tmp_path / "b.nii.gz", (4, 5, 6), affine,
+                            "fix it")
+    assert line.startswith(str(tmp_path / "a.nii.gz")) and "b.nii.gz's" in line and line.endswith("fix it")
+    (line,) = grid_mismatch(tmp_path / "a.nii.gz", (4, 5, 7), affine, tmp_path / "b.nii.gz", (4, 5, 6), affine)
+    assert "spatial shape (4, 5, 7)" in line

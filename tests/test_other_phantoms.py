@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vol25d.data.dataset import check_dataset, load_dataset
+from vol25d.data.check import check_dataset
+from vol25d.data.dataset import load_dataset
 from vol25d.io import read_volume
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "other_phantoms.py"

@@ -45,9 +45,10 @@ def _config_sections() -> dict[str, dict[str, object]]:
     }
 
 
-def _config_file(path: str | None) -> dict:
+def _config_file(path: str | None, run_path: int | None = None) -> dict:
     """Sections ``train``, ``model``, ``preprocess``, ``augment`` of a YAML config file, each a mapping of
-    known settings (see ``experiments/configs/example.yaml``)."""
+    known settings (see ``experiments/configs/example.yaml``); or, from a run folder's ``config.yaml``, the
+    settings its path ``run_path`` ran with (:func:`_settings_of_run`)."""
     sections = _config_sections()
     if path is None:
         return {section: {} for section in sections}
@@ -64,6 +65,8 @@ def _config_file(path: str | None) -> dict:
     if not isinstance(values, dict):
         raise InputError(f"{file}: the top level must be a mapping with sections {', '.join(sections)}; got "
                          f"{type(values).__name__} {str(values)[:40]!r} — see experiments/configs/example.yaml")
+    if values and set(values) <= {"path1", "path2"}:
+        values = _settings_of_run(values, file, run_path, sections)
     unknown = sorted(map(str, set(values) - set(sections)))
     if unknown:
         raise InputError(f"{file}: top-level keys must be among {', '.join(sections)}; got {unknown}")
@@ -82,6 +85,24 @@ def _config_file(path: str | None) -> dict:
             expected = _expected_type(known[key])
             if expected and value is not None and not _is_a(value, expected[0]):
                 raise InputError(f"{file}: {section}.{key} must be {expected[1]}; got {value!r}")
+    return values
+
+
+def _settings_of_run(record: dict, file: Path, run_path: int | None, sections: dict) -> dict:
+    """A run folder's ``config.yaml`` (what ``vol25d train`` wrote: a ``path1``/``path2`` record each) → the
+    sections ``--config`` reads, with the settings path ``run_path`` ran with: its train settings and
+    augmentation, and for path 1 its model and its planned preprocessing (target spacing, voxel cap …),
+    so that the same command re-runs the run."""
+    run = record.get(f"path{run_path}")
+    if not isinstance(run, dict) or not isinstance(run.get("train"), dict):
+        raise InputError(f"{file} is a run folder's record without a path {run_path} run; pass the config.yaml of a "
+                         f"run that trained path {run_path}, or a file with train/model/preprocess sections")
+    train = dict(run["train"])
+    values = {"train": {k: v for k, v in train.items() if k in sections["train"]},
+              "augment": dict(train.get("augment") or {}), "model": {}, "preprocess": {}}
+    if run_path == 1 and not run.get("init"):  # a fine-tuned run takes its model from --init again
+        values["model"] = {k: v for k, v in (run.get("model") or {}).items() if k in sections["model"]}
+        values["preprocess"] = {k: v for k, v in (run.get("preprocess") or {}).items() if k in sections["preprocess"]}
     return values
 
 
@@ -122,7 +143,7 @@ def _cmd_train(args) -> int:
     if not Path(args.data).is_dir():
         what = "is a file, not a folder" if Path(args.data).exists() else "does not exist"
         raise FileNotFoundError(f"data folder {args.data} {what}; pass a dataset in the MSD layout (vol25d make-phantoms makes one)")
-    file = _config_file(args.config)
+    file = _config_file(args.config, args.path)
     if args.path == 2 and (file["model"] or args.directions or args.views or args.projection):
         raise InputError("path 2 keeps the model settings of its --init checkpoint; drop --directions/--views/--projection")
     if args.init is not None and (file["preprocess"] or args.projection):
@@ -230,7 +251,7 @@ def _cmd_make_phantoms(args) -> int:
 
 
 def _cmd_check_data(args) -> int:
-    from vol25d.data.dataset import check_dataset
+    from vol25d.data.check import check_dataset
 
     problems = check_dataset(args.dir)
     for problem in problems:

@@ -8,7 +8,8 @@ import logging
 import math
 from pathlib import Path
 
-from vol25d.data.dataset import grid_mismatch, group_channel_files, read_dataset_json
+from vol25d.data.dataset import group_channel_files, read_dataset_json
+from vol25d.io import grid_mismatch
 from vol25d.errors import InputError
 from vol25d.files import atomic_path
 from vol25d.io import read_volume

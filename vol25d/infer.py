@@ -300,7 +300,7 @@ def predict(
         if report:
             from vol25d.report import write_report
 
-            write_report(images[0], prob, files["report"])
+            write_report(images[0], prob, files["report"], rotation_axis=predictor.preprocess.rotation_axis)
             written.append(files["report"])
         for target, array in outputs:
             written.append(write_volume(Volume(array, images[0].affine, target), target, like=images[0]))

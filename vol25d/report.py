@@ -22,14 +22,18 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     return np.clip((image - low) / max(high - low, 1e-6), 0, 1)
 
 
-def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, threshold: float = 0.5) -> Path:
+def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, threshold: float = 0.5,
+                 rotation_axis: str = "SI") -> Path:
     """Write a PNG: top row MIPs of the image at 0°, 45°, 90°, 135° about the rotation axis with the MIP of
-    the mask in colour; bottom row axial, coronal and sagittal slices through the mask's centre.
+    the mask in colour; bottom row slices across ``D``, ``H`` and ``W`` through the mask's centre (axial,
+    coronal and sagittal for the ``"SI"`` axis).
 
     Args:
         image: the input image (its first channel is shown).
         probabilities: ``(X, Y, Z, K)`` on the image's grid.
         path: the PNG to write (atomically).
+        threshold: probability from which a voxel is shown as mask.
+        rotation_axis: the model's rotation axis (its preprocessing's), about which the views turn.
     """
     import matplotlib
 
@@ -37,8 +41,8 @@ def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, thr
     import matplotlib.pyplot as plt
 
     array = image.array if image.array.ndim == 3 else image.array[..., 0]
-    volume, spacing, _ = to_canonical(array.astype(np.float32), image.affine)
-    masks, _, _ = to_canonical((probabilities >= threshold).astype(np.float32), image.affine)
+    volume, spacing, _ = to_canonical(array.astype(np.float32), image.affine, rotation_axis)
+    masks, _, _ = to_canonical((probabilities >= threshold).astype(np.float32), image.affine, rotation_axis)
     mask = masks.max(axis=0)  # (K, D, H, W) → any class
     angles = torch.tensor([math.radians(a) for a in _ANGLES_DEG])
     views = mip(torch.from_numpy(np.ascontiguousarray(volume))[None, None], angles)[0, 0].numpy()
@@ -52,10 +56,11 @@ def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, thr
                   alpha=0.6, origin="lower", aspect=aspect)
         ax.set_title(f"MIP {angle}°")
     centre = [int(round(c.mean())) for c in np.nonzero(mask)] if mask.any() else [n // 2 for n in mask.shape]
+    titles = ("axial", "coronal", "sagittal") if rotation_axis == "SI" else ("across D", "across H", "across W")
     slices = [
-        ("axial", volume[centre[0]], mask[centre[0]], 1.0),
-        ("coronal", volume[:, centre[1]], mask[:, centre[1]], aspect),
-        ("sagittal", volume[:, :, centre[2]], mask[:, :, centre[2]], aspect),
+        (titles[0], volume[centre[0]], mask[centre[0]], 1.0),
+        (titles[1], volume[:, centre[1]], mask[:, centre[1]], aspect),
+        (titles[2], volume[:, :, centre[2]], mask[:, :, centre[2]], aspect),
     ]
     for ax, (title, plane, plane_mask, ratio) in zip(axes[1], slices):
         ax.imshow(_normalise(plane), cmap="gray", origin="lower", aspect=ratio)

@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from vol25d.data.dataset import Case, check_dataset, group_channel_files, load_dataset, split_cases
+from vol25d.data.check import check_dataset
+from vol25d.data.dataset import Case, group_channel_files, load_dataset, split_cases
 from vol25d.errors import InputError
 
 SHAPE = (6, 5, 4)

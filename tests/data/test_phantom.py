@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from vol25d.data.dataset import check_dataset, load_dataset
+from vol25d.data.check import check_dataset
+from vol25d.data.dataset import load_dataset
 from vol25d.data.phantom import make_phantom, phantom_seed, write_phantom_dataset
 from vol25d.io import read_volume
 

@@ -185,3 +185,18 @@ def test_settings_saved_before_spacing_tolerance_keep_resampling():
     saved = {k: v for k, v in PreprocessConfig().to_dict().items() if k != "spacing_tolerance"}
     assert PreprocessConfig.from_dict(saved).spacing_tolerance == 0.0
     assert PreprocessConfig.from_dict(PreprocessConfig().to_dict()).spacing_tolerance == 0.5
+
+
+def test_a_label_off_the_images_grid_is_refused_with_check_datas_tolerance():
+    """Preprocessing and check-data share io.grid_mismatch: 1e-5 mm off is the same grid, 5e-3 mm is not."""
+    image, label, _ = sphere_case()
+    _, info = preprocess_image(image, PreprocessConfig(crop_foreground=False))
+    for shift_mm, same in ((1e-5, True), (5e-3, False)):
+        affine = label.affine.copy()
+        affine[0, 3] += shift_mm
+        moved = Volume(label.array, affine, label.path)
+        if same:
+            assert preprocess_label(moved, info, 1).shape[0] == 1
+        else:
+            with pytest.raises(InputError, match="origin by 0.005 mm"):
+                preprocess_label(moved, info, 1)

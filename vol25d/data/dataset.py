@@ -9,12 +9,14 @@ The layout (DESIGN.md, "Data")::
     ROOT/labelsTr/<case>.nii.gz        3-D integer map, or 4-D (X, Y, Z, C) uint8 if "multi_label": true
     ROOT/imagesTs/<case>_0000.nii.gz   optional, no labels
 
+Checking every file of a dataset (``vol25d check-data``) is :mod:`vol25d.data.check`.
+
 Labels are numbered ``0 … K`` with 0 the background; foreground class ``k`` (value ``k``) is channel
 ``k - 1`` of a multi-label map. Hidden files (``.DS_Store``, the ``._*`` files of the MSD archives) are
 ignored. ``case_groups`` (optional) names the group of a case — the patient of a scan, when one patient has
 several — so that :func:`split_cases` keeps a group on one side of the split; a case it does not list is a
 group of its own. :func:`load_dataset` only lists files (fast, raises on the first structural problem);
-:func:`check_dataset` also reads every file and reports every problem it finds.
+:func:`vol25d.data.check.check_dataset` also reads every file and reports every problem it finds.
 """
 
 from __future__ import annotations
@@ -32,17 +34,14 @@ import numpy as np
 from vol25d.errors import InputError
 from vol25d.io import READ_SUFFIXES
 
-__all__ = ["Case", "DatasetInfo", "load_dataset", "read_dataset_json", "split_cases", "group_channel_files", "check_dataset",
-           "grid_mismatch", "MIN_IMAGE_SIDE"]
+__all__ = ["Case", "DatasetInfo", "load_dataset", "read_dataset_json", "split_cases", "group_channel_files",
+           "MIN_IMAGE_SIDE"]
 
 log = logging.getLogger(__name__)
 
 # Fewer voxels than this along an axis is not a volume to segment (a thumbnail, a localiser, a wrong file).
 MIN_IMAGE_SIDE = 4
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-_TRANSLATION_TOL_MM = 1e-3
-_DIRECTION_TOL = 1e-4
-_SPACING_RTOL = 1e-4
 
 
 @dataclass
@@ -207,57 +206,6 @@ def group_channel_files(
                              f"add {case}_{missing[0]:04d}… or rename the channels to start at _0000")
         grouped[case] = [found[c] for c in sorted(found)]
     return grouped
-
-
-def check_dataset(root: str | os.PathLike) -> list[str]:
-    """Check every file of a dataset; return all problems found, one line each naming the file.
-
-    Checked: ``dataset.json`` (present, valid, ``numTraining`` equal to the number of training cases); every
-    case complete (all channels, a label) and every label with an image; every file readable; images 3-D
-    and finite (no NaN/Inf); channels and label of a case on the same grid (same shape, origin within
-    1e-3 mm, direction cosines within 1e-4, spacing within a relative 1e-4); labels 3-D with values among
-    those declared, or — with ``"multi_label": true`` — 4-D ``(X, Y, Z, C)`` with ``C`` the number of
-    foreground classes and values 0/1. ``imagesTs`` cases are checked for readability, dimensions,
-    finiteness and a common grid.
-
-    Args:
-        root: the dataset folder.
-
-    Returns:
-        The problems, as lines; empty when the dataset is fine.
-    """
-    from vol25d.io import read_volume  # file-format libraries load only when files are read
-
-    root = Path(root)
-    info, problems = _scan(root)
-    if info is None:
-        return problems
-    n_cases = len(_case_names(root / "imagesTr", info.file_ending))  # incomplete cases count too
-    if info.num_training is None:
-        problems.append(f"{root / 'dataset.json'}: has no numTraining; add \"numTraining\": {n_cases}")
-    elif info.num_training != n_cases:
-        problems.append(f"{root / 'dataset.json'}: numTraining is {info.num_training} but imagesTr holds "
-                        f"{n_cases} cases; set it to {n_cases} or add the missing cases")
-    allowed = set(info.labels.values())
-    for case in info.cases + info.test_cases:
-        log.debug("checking case %s", case.name)
-        reference = None  # (path, shape, affine) of the case's first readable file
-        for path in case.image_paths + ([case.label_path] if case.label_path else []):
-            if not path.is_file():
-                continue  # already reported by _scan
-            is_label = path == case.label_path
-            try:
-                volume = read_volume(path)
-            except (InputError, FileNotFoundError, OSError) as error:
-                problems.append(str(error) if str(path) in str(error) else f"{path}: {error}")
-                continue
-            array = volume.array
-            problems += _check_label(path, array, info, allowed) if is_label else _check_image(path, array)
-            if reference is None:
-                reference = (path, volume.shape, volume.affine)
-            else:
-                problems += grid_mismatch(path, volume.shape, volume.affine, *reference)
-    return problems
 
 
 # ----------------------------------------------------------------------------------------------- internals
@@ -432,58 +380,3 @@ def _image_files(folder: Path, file_ending: str | None) -> list[Path]:
             if p.is_file() and not p.name.startswith(".") and _ending(p, file_ending) is not None]
 
 
-def _check_image(path: Path, array: np.ndarray) -> list[str]:
-    if array.ndim != 3:
-        return [f"{path}: is 4-D with {array.shape[3]} volumes (shape {array.shape}); each channel must be its "
-                "own 3-D file (_0000, _0001 …) — split it"]
-    if min(array.shape) < MIN_IMAGE_SIDE:
-        return [f"{path}: shape {array.shape} has fewer than {MIN_IMAGE_SIDE} voxels along an axis; pass a 3-D volume"]
-    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-    if bad:
-        return [f"{path}: has {bad} NaN/Inf voxel(s); replace them (e.g. with 0) and re-save"]
-    return []
-
-
-def _check_label(path: Path, array: np.ndarray, info: DatasetInfo, allowed: set[int]) -> list[str]:
-    n_classes = len(info.class_names)
-    if info.multi_label:
-        if array.ndim == 3 and n_classes == 1:  # read_volume returns a one-volume 4-D map as 3-D
-            array = array[..., None]
-        if array.ndim != 4 or array.shape[3] != n_classes:
-            return [f"{path}: multi-label map must be 4-D (X, Y, Z, {n_classes}), one channel per foreground "
-                    f"class; got shape {array.shape}"]
-        allowed = {0, 1}
-    elif array.ndim != 3:
-        return [f"{path}: label must be a 3-D integer map; got shape {array.shape} — for overlapping classes "
-                "set \"multi_label\": true in dataset.json"]
-    if not np.all(np.isfinite(array)):
-        return [f"{path}: label has NaN/Inf voxels; labels must be integers {sorted(allowed)}"]
-    values = np.unique(array)
-    if np.any(values != np.round(values)):
-        return [f"{path}: label has non-integer values (e.g. {values[values != np.round(values)][0]}); "
-                f"labels must be integers {sorted(allowed)}"]
-    extra = sorted(int(v) for v in values if int(v) not in allowed)
-    if extra:
-        return [f"{path}: label values {extra} are not declared in dataset.json (allowed {sorted(allowed)}); "
-                "fix the label or declare them"]
-    return []
-
-
-def grid_mismatch(path: Path, shape: tuple, affine: np.ndarray, ref_path: Path, ref_shape: tuple,
-                  ref_affine: np.ndarray, fix: str = "resample or copy the geometry so they match") -> list[str]:
-    """Whether an image lies on the grid of a reference: ``[]`` if it does, else one line naming ``path``
-    and ending in ``fix``.
-
-    Same shape, origin within 1e-3 mm, direction cosines within 1e-4 and spacing within a relative 1e-4.
-    """
-    if tuple(shape) != tuple(ref_shape):
-        return [f"{path}: spatial shape {tuple(shape)} differs from {ref_path.name}'s {tuple(ref_shape)}; "
-                "resample it onto the same grid"]
-    spacing, ref_spacing = np.linalg.norm(affine[:3, :3], axis=0), np.linalg.norm(ref_affine[:3, :3], axis=0)
-    origin_mm = float(np.max(np.abs(affine[:3, 3] - ref_affine[:3, 3])))
-    direction = float(np.max(np.abs(affine[:3, :3] / spacing - ref_affine[:3, :3] / ref_spacing)))
-    spacing_rel = float(np.max(np.abs(spacing - ref_spacing) / ref_spacing))
-    if origin_mm > _TRANSLATION_TOL_MM or direction > _DIRECTION_TOL or spacing_rel > _SPACING_RTOL:
-        return [f"{path}: affine differs from {ref_path.name}'s (origin by {origin_mm:.3g} mm, direction cosines "
-                f"by {direction:.3g}, spacing by {spacing_rel:.3g} relative); {fix}"]
-    return []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
@@ -25,7 +26,7 @@ from scipy import ndimage
 
 from vol25d.data.orientation import ROTATION_AXES, CanonicalFrame, from_canonical, to_canonical
 from vol25d.errors import InputError
-from vol25d.io import Volume
+from vol25d.io import Volume, grid_mismatch
 
 __all__ = [
     "DEFAULT_MAX_VOXELS", "PreprocessConfig", "RestoreInfo", "preprocess_image", "preprocess_label", "restore",
@@ -283,9 +284,10 @@ def _stack_channels(image: Volume | Sequence[Volume]) -> tuple[np.ndarray, np.nd
     first = volumes[0]
     name = str(first.path) if first.path else "image"
     for other in volumes[1:]:
-        if other.shape != first.shape or not np.allclose(other.affine, first.affine, atol=1e-2):
-            raise InputError(f"{other.path or 'channel'}: grid {other.shape} / affine differ from {name}'s "
-                             f"{first.shape}; resample all channels onto one grid first")
+        mismatch = grid_mismatch(Path(str(other.path or "channel")), other.shape, other.affine, Path(name),
+                                 first.shape, first.affine, "resample all channels onto one grid first")
+        if mismatch:
+            raise InputError(mismatch[0])
     arrays = [v.array if v.array.ndim == 4 else v.array[..., None] for v in volumes]
     if any(a.ndim != 4 for a in arrays):
         raise InputError(f"{name}: image must be (X, Y, Z) or (X, Y, Z, C); got shape {first.array.shape}")
@@ -362,9 +364,10 @@ def preprocess_label(label: Volume, info: RestoreInfo, num_classes: int, multi_l
         at 0.5, zero in the padding.
     """
     name = str(label.path) if label.path else "label"
-    if label.shape != info.frame.shape or not np.allclose(label.affine, info.frame.affine, atol=1e-2):
-        raise InputError(f"{name}: grid {label.shape} / affine differ from the image's {info.frame.shape}; "
-                         "the label must be on the image's voxel grid")
+    mismatch = grid_mismatch(Path(name), label.shape, label.affine, Path("the image"), info.frame.shape,
+                             info.frame.affine, "the label must be on the image's voxel grid")
+    if mismatch:
+        raise InputError(mismatch[0])
     array = np.asarray(label.array)
     if multi_label and array.ndim == 3 and num_classes == 1:
         array = array[..., None]
