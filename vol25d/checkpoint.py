@@ -52,8 +52,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     return values
 
 
-# Checkpoints written before ModelConfig had these fields started F as Ram–Lak and left its DC gain free.
-_BEFORE_FILTER_SETTINGS = {"filter_init": "ramlak", "filter_fixed_dc": False}
+# Checkpoints written before ModelConfig had these fields started F as Ram–Lak and left its DC gain free,
+# and back-projected along whole rays (the seed reconstruction), whatever the defaults are now.
+_BEFORE_FILTER_SETTINGS = {"filter_init": "ramlak", "filter_fixed_dc": False, "reconstruction": "seed"}
 
 
 def model_from_checkpoint(values: dict, path: str | os.PathLike = "checkpoint") -> Random25DUNet:
