@@ -31,6 +31,9 @@ of steps is its budget divided by the time of one step, timed on two steps befor
 All methods, vol25d included (its network applied to the same preprocessed tensor), are scored on the
 preprocessed grid, HD95 in mm at the preprocessed spacing.
 
+``--reconstruction image`` trains vol25d with ``ModelConfig.reconstruction="image"`` (the explained
+back-projection) instead of the seed's.
+
 ``--methods`` picks a subset (comma-separated names from the list above; default all), so that a comparison
 fits in minutes; every chosen method still gets the same data, budget, augmentation and loss.
 
@@ -87,6 +90,7 @@ class Settings:
     smoke: bool
     seed: int = 0
     methods: tuple[str, ...] = METHODS
+    reconstruction: str = "seed"
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -304,7 +308,8 @@ def _epoch_seconds(metrics_csv: Path) -> float:
 
 def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_data) -> dict:
     model_config = (ModelConfig(channels=settings.channels, strides=settings.strides, directions=8, views=2,
-                                filter_radius=8) if settings.smoke else ModelConfig())
+                                filter_radius=8, reconstruction=settings.reconstruction) if settings.smoke
+                    else ModelConfig(reconstruction=settings.reconstruction))
     base = dict(steps_per_case=2 if settings.smoke else 12, val_fraction=VAL_FRACTION, device=str(settings.device),
                 seed=settings.seed)
     n_train = len(split_cases(load_dataset(train_dir).cases, VAL_FRACTION, settings.seed)[0])
@@ -444,7 +449,7 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
                   "The table's vol25d row is after path 2; its train seconds include `train`'s own data loading and "
                   "validation, its steps are path 1's plus path 2's."]
     lines += ["", "## Machine", "", machine(), "", "## Settings", "",
-              f"- methods: {', '.join(settings.methods)}",
+              f"- methods: {', '.join(settings.methods)}; vol25d's reconstruction: {settings.reconstruction}",
               f"- budget {settings.budget_s:g} s of training per method (vol25d: 80 % path 1, 20 % path 2; seconds → "
               "epochs or steps from a timed first epoch or two timed steps, not counted)",
               f"- data: {settings.data or phantoms}",
@@ -527,6 +532,8 @@ def main(argv=None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny run on CPU; needs --out-dir")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} (default all)")
+    parser.add_argument("--reconstruction", choices=("seed", "image"), default="seed",
+                        help="vol25d's ModelConfig.reconstruction (default seed)")
     args = parser.parse_args(argv)
     try:
         methods = parse_methods(args.methods)
@@ -539,7 +546,7 @@ def main(argv=None) -> None:
     out_dir = args.out_dir or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(args.budget_s, args.size, args.n_train, args.n_test, args.data, resolve_device(args.device),
-                        args.smoke, methods=methods)
+                        args.smoke, methods=methods, reconstruction=args.reconstruction)
     with tempfile.TemporaryDirectory(prefix="vol25d-benchmark-") as scratch:
         work = Path(scratch)
         train_dir, train_cases_all, test_cases = make_data(settings, work)

@@ -72,7 +72,9 @@ class ModelConfig:
             class). Needs ``projection="mip"``; the image's first channel is the one compared. With perfect
             views (the label's MIPs, m = 64, best threshold per case) it lifts the ceiling from 0.55 to 0.88
             on vol25d's 48³ phantoms and from 0.76 to 0.91 on ``experiments/other_phantoms.py``
-            (experiments/results/ceiling.md).
+            (experiments/results/ceiling.md), but lowers it from 0.90 to 0.88 on the GI-tract-like phantoms,
+            whose organs are not the brightest thing along a ray (experiments/results/ceiling_gi.md): hence
+            not the default.
         view_chunk: views pushed through U at once at inference (bounds memory).
         checkpoint_views: in training, recompute U's activations in the backward over chunks of this many
             views (activation checkpointing); ``0`` keeps them.
