@@ -14,7 +14,7 @@ contiguous axis) for views with ``|sin θ| > |cos θ|``, but along ``H`` for the
 be a stride ``W`` apart. Those views read a transposed ``(N, D, W, H)`` copy of the volume instead (one extra
 read and write of the volume per call, shared by all views; ``transposed_copy=`` overrides the default).
 
-Determinism: ``project``, ``backproject``, ``mip`` (values and argmax; ties go to the first sample along the
+Determinism: ``project``, ``backproject``, ``backproject_explained``, ``mip`` (values and argmax; ties go to the first sample along the
 ray) are gathers, bit-reproducible from run to run. ``mip_backward`` scatters with ``tl.atomic_add`` by
 default (float32 additions in a run-dependent order: not bit-reproducible); ``deterministic=True``, the
 environment variable ``VOL25D_DETERMINISTIC=1`` or ``torch.use_deterministic_algorithms(True)`` select a
