@@ -8,6 +8,10 @@ threshold 0.5) on unseen phantoms of vol25d's generator and of ``experiments/oth
 Usage:
     python experiments/reconstruction.py [--seeds 0 1 2] [--epochs1 20] [--epochs2 5] [--views 24]
                                          [--size 48] [--train-cases 12] [--test-cases 4] [--name reconstruction]
+    python experiments/reconstruction.py --collect results/A.md results/B.md ... [--name reconstruction]
+
+``--collect`` reads the per-seed tables of earlier runs (seeds run as separate processes) and writes their
+mean ± standard deviation over seeds per reconstruction.
 """
 
 from __future__ import annotations
@@ -50,6 +54,30 @@ def held_out(checkpoint: Path, test: Path) -> list[float]:
     return scores
 
 
+def collect(paths: list[Path], out: Path, name: str) -> str:
+    """Mean ± sd over the seed rows of earlier results files, per reconstruction; writes ``out/name.md``."""
+    rows: dict[str, list[list[float]]] = {}
+    sources = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if len(cells) == 7 and cells[0].isdigit():
+                rows.setdefault(cells[1], []).append([float(cell.split()[0]) for cell in cells[2:7]])
+        sources.append(f"[{path.name}]({path.name})")
+    lines = [f"# Seed against explained reconstruction, trained: over seeds ({name})", "",
+             f"Collected from {', '.join(sources)} (the settings and machine are in each). Held-out Dice, mean ± "
+             "standard deviation over seeds of the per-seed means.", "",
+             "| reconstruction | seeds | path 1: vol25d | path 1: other | path 2: vol25d | path 2: other | train s |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, values in rows.items():
+        table = np.array(values)
+        cells = [f"{table[:, i].mean():.3f} ± {table[:, i].std():.3f}" for i in range(4)]
+        lines.append(f"| {kind} | {len(values)} | " + " | ".join(cells) + f" | {table[:, 4].mean():.0f} |")
+    text = "\n".join(lines) + "\n"
+    (out / f"{name}.md").write_text(text)
+    return text
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -63,7 +91,11 @@ def main(argv=None) -> int:
     parser.add_argument("--reconstructions", default="seed,image")
     parser.add_argument("--name", default="reconstruction")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--collect", type=Path, nargs="+", help="results files of earlier runs to summarise")
     args = parser.parse_args(argv)
+    if args.collect:
+        print(collect(args.collect, args.out_dir, args.name))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     kinds = [name.strip() for name in args.reconstructions.split(",")]
