@@ -4,6 +4,7 @@ same preprocessing, augmentation, optimiser, loss and training-time budget per m
 Usage:
     python experiments/benchmark.py [--budget-s 600] [--size 128] [--n-train 40] [--n-test 10]
                                     [--data MSD_FOLDER] [--name benchmark] [--out-dir DIR] [--sweep] [--smoke]
+                                    [--methods vol25d,slice2d,...]
 
 Methods (names as in the output):
 
@@ -14,8 +15,9 @@ Methods (names as in the output):
   its checkpoint, as ``vol25d train`` does; the baselines train on the same remaining 80 % and keep their last
   weights.
 - ``unet3d``: MONAI 3-D ``UNet`` on the whole volume zero-padded to a multiple of 16.
-- ``unet3d-patch``: the same network on 96³ patches (a third centred on foreground), inferred with MONAI
-  ``sliding_window_inference`` (overlap 0.25).
+- ``unet3d-patch``: the same network on 96³ patches, each side at most the volume's (rounded down to a
+  multiple of 16; a third of the patches centred on foreground), inferred with MONAI
+  ``sliding_window_inference`` (overlap 0.25). A patch larger than the volume would train on zero padding.
 - ``slice2d``: MONAI 2-D ``UNet`` on single axial slices (``D`` of the canonical ``(D, H, W)`` grid), 8 random
   slices of one augmented volume a step, their Dice taken together as over one volume.
 - ``stack25d``: the 2-D ``UNet`` on 5 adjacent slices as channels (edges repeated), predicting the middle one,
@@ -28,6 +30,12 @@ vol25d's lr (3e-3), weight decay and warm-up + cosine schedule, and bf16 autocas
 of steps is its budget divided by the time of one step, timed on two steps before training (not counted).
 All methods, vol25d included (its network applied to the same preprocessed tensor), are scored on the
 preprocessed grid, HD95 in mm at the preprocessed spacing.
+
+``--reconstruction image`` trains vol25d with ``ModelConfig.reconstruction="image"`` (the explained
+back-projection) instead of the seed's.
+
+``--methods`` picks a subset (comma-separated names from the list above; default all), so that a comparison
+fits in minutes; every chosen method still gets the same data, budget, augmentation and loss.
 
 ``--smoke`` runs everything on tiny phantoms and tiny networks on CPU in a few tens of seconds (tests); it
 needs ``--out-dir`` and never writes into ``experiments/results/``.
@@ -82,6 +90,8 @@ class Settings:
     device: torch.device
     smoke: bool
     seed: int = 0
+    methods: tuple[str, ...] = METHODS
+    reconstruction: str = "seed"
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -97,7 +107,13 @@ class Settings:
 
     @property
     def patch(self) -> int:
+        """The cubic patch side of ``unet3d-patch`` when the volume is large enough; see :meth:`patch_for`."""
         return 16 if self.smoke else 96
+
+    def patch_for(self, shape) -> tuple[int, ...]:
+        """``unet3d-patch``'s patch for a volume of ``shape`` ``(D, H, W)``: :attr:`patch` per axis, at most the
+        axis (rounded down to a multiple of the network's :attr:`multiple`, and at least that multiple)."""
+        return tuple(max(self.multiple, min(self.patch, (n // self.multiple) * self.multiple)) for n in shape)
 
     @property
     def amp(self) -> bool:
@@ -187,16 +203,17 @@ class Baseline:
         if self.name == "unet3d":
             return _pad_to(image, s.multiple, 3), _pad_to(label, s.multiple, 3)
         if self.name == "unet3d-patch":
-            grow = [m for n in reversed(image.shape[2:]) for m in (0, max(0, s.patch - n))]
+            patch = s.patch_for(image.shape[2:])
+            grow = [m for n, q in zip(reversed(image.shape[2:]), reversed(patch)) for m in (0, max(0, q - n))]
             image, label = torch.nn.functional.pad(image, grow), torch.nn.functional.pad(label, grow)
             shape = image.shape[2:]
             foreground = label.sum(1)[0].nonzero()
             if len(foreground) and torch.rand((), generator=generator) < 1 / 3:
                 centre = foreground[torch.randint(len(foreground), (), generator=generator)].tolist()
-                corner = [min(max(c - s.patch // 2, 0), n - s.patch) for c, n in zip(centre, shape)]
+                corner = [min(max(c - q // 2, 0), n - q) for c, n, q in zip(centre, shape, patch)]
             else:
-                corner = [int(torch.randint(n - s.patch + 1, (), generator=generator)) for n in shape]
-            box = tuple(slice(c, c + s.patch) for c in corner)
+                corner = [int(torch.randint(n - q + 1, (), generator=generator)) for n, q in zip(shape, patch)]
+            box = tuple(slice(c, c + q) for c, q in zip(corner, patch))
             return image[(..., *box)], label[(..., *box)]
         depth = image.shape[2]
         indices = torch.randint(depth, (min(SLICES_PER_STEP, depth),), generator=generator).to(image.device)
@@ -215,7 +232,8 @@ class Baseline:
             if self.name == "unet3d":
                 out = self.net(_pad_to(x, s.multiple, 3))[..., : x.shape[2], : x.shape[3], : x.shape[4]]
             elif self.name == "unet3d-patch":
-                out = sliding_window_inference(x, (s.patch,) * 3, 4, self.net, overlap=0.25, padding_mode="constant")
+                out = sliding_window_inference(x, s.patch_for(x.shape[2:]), 4, self.net, overlap=0.25,
+                                               padding_mode="constant")
             else:
                 padded = _pad_to(x, s.multiple, 2)
                 parts = []
@@ -290,10 +308,11 @@ def _epoch_seconds(metrics_csv: Path) -> float:
 
 
 def _model_config(settings: Settings) -> ModelConfig:
-    """vol25d's settings in the benchmark: the defaults, or a tiny model with --smoke."""
+    """vol25d's settings in the benchmark: the defaults, or a tiny model with --smoke; the reconstruction asked for."""
     if settings.smoke:
-        return ModelConfig(channels=settings.channels, strides=settings.strides, directions=8, views=2, filter_radius=8)
-    return ModelConfig()
+        return ModelConfig(channels=settings.channels, strides=settings.strides, directions=8, views=2, filter_radius=8,
+                           reconstruction=settings.reconstruction)
+    return ModelConfig(reconstruction=settings.reconstruction)
 
 
 def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_data) -> dict:
@@ -361,7 +380,7 @@ def sweep(settings: Settings, sizes=SWEEP_SIZES) -> list[dict]:
     device = settings.device
     config = TrainConfig(path=1, device=str(device))
     for shape in sizes:
-        for name in METHODS:
+        for name in settings.methods:
             row = {"method": name, "shape": shape}
             try:
                 _reset_memory(device)
@@ -425,23 +444,26 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
              "(vol25d too: its network on the preprocessed tensor), HD95 at the preprocessed spacing.", "",
              "| method | Dice | HD95 (mm) | clDice | train memory | inference memory | steps | train s | "
              "inference s/volume |", "|---|---|---|---|---|---|---|---|---|"]
-    for method in METHODS:
+    for method in settings.methods:
         r = results[method]
         lines.append(f"| {method} | {_fmt(r['dice'])} | {_fmt(r['hd95'], 2)} | {_fmt(r['cldice'])} | "
                      f"{_gib(r['train_mem'])} | {_gib(r['infer_mem'])} | {r['steps']} | {r['train_s']:.1f} | "
                      f"{r['infer_s']:.3f} |")
-    v = results["vol25d"]
-    lines += ["", f"vol25d path-2 gain: Dice {_fmt(v['dice_path1'])} after path 1 → {_fmt(v['dice'])} after path 2 "
-              f"({v['dice'] - v['dice_path1']:+.3f}); epochs {v['epochs'][0]} (path 1) + {v['epochs'][1]} (path 2). "
-              "The table's vol25d row is after path 2; its train seconds include `train`'s own data loading and "
-              "validation, its steps are path 1's plus path 2's.",
-              "", "## Machine", "", machine(), "", "## Settings", "",
+    if "vol25d" in results:
+        v = results["vol25d"]
+        lines += ["", f"vol25d path-2 gain: Dice {_fmt(v['dice_path1'])} after path 1 → {_fmt(v['dice'])} after path 2 "
+                  f"({v['dice'] - v['dice_path1']:+.3f}); epochs {v['epochs'][0]} (path 1) + {v['epochs'][1]} (path 2). "
+                  "The table's vol25d row is after path 2; its train seconds include `train`'s own data loading and "
+                  "validation, its steps are path 1's plus path 2's."]
+    lines += ["", "## Machine", "", machine(), "", "## Settings", "",
+              f"- methods: {', '.join(settings.methods)}; vol25d's reconstruction: {settings.reconstruction}",
               f"- budget {settings.budget_s:g} s of training per method (vol25d: 80 % path 1, 20 % path 2; seconds → "
               "epochs or steps from a timed first epoch or two timed steps, not counted)",
               f"- data: {settings.data or phantoms}",
               f"- preprocessed test volume (D, H, W): {tuple(shape)}",
               f"- device {settings.device}; baselines: MONAI UNet channels {settings.channels}, strides "
-              f"{settings.strides}, 2 residual units; patch {settings.patch}³; {SLICES_PER_STEP} slices per 2-D step; "
+              f"{settings.strides}, 2 residual units; patch {settings.patch}³ at most the volume "
+              f"({'×'.join(map(str, settings.patch_for(shape)))} here); {SLICES_PER_STEP} slices per 2-D step; "
               f"stack of {STACK}",
               f"- smoke: {settings.smoke}", "", "## Sweep: one training step on a whole volume", ""]
     if sweep_rows is None:
@@ -452,7 +474,7 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
         sizes = list(dict.fromkeys(row["shape"] for row in sweep_rows))
         lines += ["| method | " + " | ".join("×".join(map(str, s)) for s in sizes) + " | largest that fits |",
                   "|---|" + "---|" * (len(sizes) + 1)]
-        for method in METHODS:
+        for method in settings.methods:
             cells = [row["memory"] if row["memory"] == "OOM" else _gib(row["memory"])
                      for row in sweep_rows if row["method"] == method]
             fits = [row["shape"] for row in sweep_rows if row["method"] == method and row["memory"] != "OOM"]
@@ -464,6 +486,17 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
     return "\n".join(lines) + "\n"
 
 
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``"vol25d,slice2d"`` → ``("vol25d", "slice2d")`` in the order of :data:`METHODS`; an unknown or empty
+    list raises ``ValueError`` naming the known methods."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"--methods {text!r}: unknown method(s) {unknown or '(none given)'}; choose from "
+                         f"{', '.join(METHODS)}, comma-separated")
+    return tuple(name for name in METHODS if name in names)
+
+
 def plot(results: dict, shape, sweep_rows, path: Path) -> None:
     import matplotlib
 
@@ -472,7 +505,7 @@ def plot(results: dict, shape, sweep_rows, path: Path) -> None:
 
     voxels = int(np.prod(shape))
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for method in METHODS:
+    for method in results:
         left.scatter([voxels], [results[method]["dice"]], label=method)
         points = [(int(np.prod(r["shape"])), r["memory"] / 2**30) for r in sweep_rows or []
                   if r["method"] == method and r["memory"] not in ("OOM", None)]
@@ -506,7 +539,15 @@ def main(argv=None) -> None:
     parser.add_argument("--sweep", action="store_true", help="largest whole volume per method (GPU; with --smoke "
                         "tiny sizes on the CPU)")
     parser.add_argument("--smoke", action="store_true", help="tiny run on CPU; needs --out-dir")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated subset of {','.join(METHODS)} (default all)")
+    parser.add_argument("--reconstruction", choices=("seed", "image"), default="seed",
+                        help="vol25d's ModelConfig.reconstruction (default seed)")
     args = parser.parse_args(argv)
+    try:
+        methods = parse_methods(args.methods)
+    except ValueError as error:
+        parser.error(str(error))
     if args.smoke:
         if args.out_dir is None:
             parser.error("--smoke writes into a temporary folder: pass --out-dir")
@@ -514,17 +555,19 @@ def main(argv=None) -> None:
     out_dir = args.out_dir or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(args.budget_s, args.size, args.n_train, args.n_test, args.data, resolve_device(args.device),
-                        args.smoke)
+                        args.smoke, methods=methods, reconstruction=args.reconstruction)
     with tempfile.TemporaryDirectory(prefix="vol25d-benchmark-") as scratch:
         work = Path(scratch)
         train_dir, train_cases_all, test_cases = make_data(settings, work)
         dataset = load_dataset(train_dir)
         train_cases, _ = split_cases(dataset.cases, VAL_FRACTION, settings.seed)
         train_data, test_data, _ = prepare_cases(dataset, train_cases, test_cases)
-        results = {"vol25d": run_vol25d(settings, train_dir, work, test_data)}
-        print(f"vol25d: Dice {results['vol25d']['dice_path1']:.3f} (path 1) → {results['vol25d']['dice']:.3f} "
-              f"(path 2)", flush=True)
-        for method in METHODS[1:]:
+        results = {}
+        if "vol25d" in methods:
+            results["vol25d"] = run_vol25d(settings, train_dir, work, test_data)
+            print(f"vol25d: Dice {results['vol25d']['dice_path1']:.3f} (path 1) → {results['vol25d']['dice']:.3f} "
+                  f"(path 2)", flush=True)
+        for method in (name for name in methods if name != "vol25d"):
             model, result = train_baseline(method, settings, train_data, TrainConfig().augment)
             _reset_memory(settings.device)
             result.update(_score(model.predict, test_data, settings.device))

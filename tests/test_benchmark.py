@@ -27,3 +27,31 @@ def test_smoke_run_writes_a_row_per_method_and_a_plot(tmp_path):
     assert "not measured (CPU)" in text
     assert "path-2 gain" in text
     assert (tmp_path / "benchmark.png").stat().st_size > 0
+
+
+def _module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmark"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_methods_are_parsed_in_table_order_and_an_unknown_one_is_one_clear_error():
+    benchmark = _module()
+    assert benchmark.parse_methods("slice2d, vol25d") == ("vol25d", "slice2d")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--methods", "vol25d,unet2d", "--out-dir", "unused"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert "unknown method(s) ['unet2d']" in done.stderr and "slice2d" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_patch_is_at_most_the_volume():
+    benchmark = _module()
+    settings = benchmark.Settings(1.0, 48, 1, 1, None, benchmark.torch.device("cpu"), smoke=False)
+    assert settings.patch_for((48, 40, 200)) == (48, 32, 96)
+    assert settings.patch_for((8, 8, 8)) == (16, 16, 16)  # the network's smallest input, padded

@@ -64,3 +64,21 @@ def test_weights_that_do_not_fit_the_settings(tmp_path):
     path = save_checkpoint(values, tmp_path / "path2.pt")
     with pytest.raises(InputError, match="missing"):
         model_from_checkpoint(load_checkpoint(path), path)
+
+
+def test_an_old_checkpoint_without_a_reconstruction_loads_as_the_seed_one(tmp_path):
+    values = _values(Random25DUNet(1, 1, **SMALL))
+    del values["model_config"]["reconstruction"]  # as written before the setting existed
+    path = save_checkpoint(values, tmp_path / "path1.pt")
+    loaded = model_from_checkpoint(load_checkpoint(path), path)
+    assert loaded.config.reconstruction == "seed" and loaded.explanation is None
+
+
+def test_an_image_reconstruction_round_trips_with_its_margin_and_softness(tmp_path):
+    model = Random25DUNet(1, 1, reconstruction="image", **SMALL)
+    with torch.no_grad():
+        model.explanation.margin.fill_(0.25)
+    path = save_checkpoint(_values(model), tmp_path / "path2.pt")
+    loaded = model_from_checkpoint(load_checkpoint(path), path)
+    assert loaded.config.reconstruction == "image"
+    assert float(loaded.explanation.margin.detach()) == pytest.approx(0.25)

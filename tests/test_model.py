@@ -186,3 +186,67 @@ def test_filtration_keeps_its_dc_gain_when_asked(fixed_dc):
             torch.testing.assert_close(centre, torch.ones_like(centre))
     else:
         assert gain > 1.5
+
+
+IMAGE = dict(SMALL, reconstruction="image")
+
+
+def test_image_reconstruction_is_the_explained_back_projection_step_by_step():
+    from vol25d.ops import backproject_explained
+
+    torch.manual_seed(0)
+    model = Random25DUNet(2, 1, **IMAGE).eval()
+    x = torch.rand(1, 2, 8, 10, 10)
+    angles = model.angles
+    with torch.no_grad():
+        views = model.views(x, angles)
+        probabilities = model.view_probabilities(views)
+        volume = model.reconstruct(probabilities, angles, (10, 10), x, views)
+        margin, softness = torch.full((1,), 0.1), torch.full((1,), 0.3)
+        expected = backproject_explained(model.filtration(probabilities), views[:, :1], x[:, :1], angles, margin,
+                                         softness) / angles.numel()
+        torch.testing.assert_close(volume, expected)
+        torch.testing.assert_close(model(x), model.head(volume), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="needs the image and its views"):
+        model.reconstruct(probabilities, angles, (10, 10))
+
+
+def test_image_reconstruction_chunks_and_trains_its_margin_and_softness():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 10, 12, 12)
+    chunked = Random25DUNet(1, 2, view_chunk=3, **IMAGE).eval()
+    whole = Random25DUNet(1, 2, view_chunk=8, **IMAGE).eval()
+    whole.load_state_dict(chunked.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(x), whole(x), atol=1e-5, rtol=1e-4)
+    model = Random25DUNet(1, 2, **IMAGE).train()
+    model(x).mean().backward()
+    for param in (model.explanation.margin, model.explanation.log_softness, model.filtration.kernel):
+        assert param.grad is not None and float(param.grad.abs().sum()) > 0
+    assert any(float(p.grad.abs().sum()) > 0 for p in model.unet.parameters())
+
+
+def test_image_reconstruction_keeps_no_per_view_copy_of_the_volume():
+    torch.manual_seed(0)
+    p, depth, height, width = 8, 8, 32, 32
+    model = Random25DUNet(1, 1, directions=16, views=p, channels=(4, 8), strides=(2,), reconstruction="image").train()
+    x = torch.rand(1, 1, depth, height, width)
+    weights = {param.data_ptr() for param in model.parameters()}
+    sizes = []
+
+    def pack(tensor):
+        if tensor.data_ptr() not in weights:
+            sizes.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(x).mean()
+    loss.backward()
+    assert max(sizes) < p * depth * height * width
+
+
+def test_image_reconstruction_needs_the_mip():
+    with pytest.raises(ValueError, match="needs projection='mip'"):
+        ModelConfig(reconstruction="image", projection="sum")
+    with pytest.raises(ValueError, match="reconstruction must be one of"):
+        ModelConfig(reconstruction="hull")

@@ -110,7 +110,7 @@ def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device:
 
     CPU: :data:`DEFAULT_MAX_VOXELS`. CUDA: measured with :func:`fit_voxel_cap` in
     :data:`BUDGET_FRACTION` of the free memory, less path 2's cache of U's views of ``cached_cases``
-    volumes of that shape (``m`` views each, float32).
+    volumes of that shape (``m`` views each, float32; with the image's views for ``reconstruction="image"``).
     """
     if device.type != "cuda":
         voxels = math.prod(shape_dhw)
@@ -120,7 +120,9 @@ def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device:
         return DEFAULT_MAX_VOXELS
     free, total = torch.cuda.mem_get_info(device)
     depth, height, width = shape_dhw
-    cache = cached_cases * config.directions * config.out_channels * depth * default_detector(height, width) * 4
+    # U's probabilities of every view per case, and the image's own views for the explained reconstruction.
+    planes = config.out_channels + (1 if config.reconstruction == "image" else 0)
+    cache = cached_cases * config.directions * planes * depth * default_detector(height, width) * 4
     budget = BUDGET_FRACTION * free - cache
     cap, peak, shape = fit_voxel_cap(lambda s: step_peak_bytes(config, s, device, amp), shape_dhw, budget)
     full = tuple(shape) == tuple(shape_dhw)

@@ -96,7 +96,7 @@ def describe_checkpoint(values: dict, path: str | os.PathLike | None = None) -> 
             "directions_m": model.get("directions"),
             "views_p": model.get("views"),
             "projection": model.get("projection"),
-            "reconstruction": {"filter_init": model.get("filter_init"), "filter_taps": 2 * int(model.get("filter_radius") or 0) + 1
+            "reconstruction": {"kind": model.get("reconstruction"), "filter_init": model.get("filter_init"), "filter_taps": 2 * int(model.get("filter_radius") or 0) + 1
                                if model.get("filter_radius") else None, "filter_fixed_dc": model.get("filter_fixed_dc")},
             "head": {"norm": model.get("head_norm"), "pool": model.get("head_pool"), "activation": model.get("activation")},
             "unet": {"channels": list(model.get("channels") or ()), "strides": list(model.get("strides") or ()),
@@ -148,8 +148,9 @@ def format_description(description: dict) -> str:
         ("directions m", model["directions_m"]),
         ("views per step p", model["views_p"]),
         ("projection", model["projection"]),
-        ("reconstruction F", f"{model['reconstruction']['filter_init']} start, {model['reconstruction']['filter_taps']} "
-                             f"taps, DC gain {'held' if model['reconstruction']['filter_fixed_dc'] else 'free'}"),
+        ("reconstruction R", model["reconstruction"]["kind"]),
+        ("filtration F", f"{model['reconstruction']['filter_init']} start, {model['reconstruction']['filter_taps']} "
+                         f"taps, DC gain {'held' if model['reconstruction']['filter_fixed_dc'] else 'free'}"),
         ("head T", f"{model['head']['norm']} norm, pool {model['head']['pool']}, {model['head']['activation']}"),
         ("U", f"channels {_cell(model['unet']['channels'])}, strides {_cell(model['unet']['strides'])}, "
               f"{model['unet']['num_res_units']} residual unit(s) per level"),
@@ -172,8 +173,9 @@ def format_description(description: dict) -> str:
     return "\n".join(f"{name:<{width}}  {_cell(value)}" for name, value in rows)
 
 
-# Checkpoints written before ModelConfig had these fields started F as Ram–Lak and left its DC gain free.
-_BEFORE_FILTER_SETTINGS = {"filter_init": "ramlak", "filter_fixed_dc": False}
+# Checkpoints written before ModelConfig had these fields started F as Ram–Lak and left its DC gain free,
+# and back-projected along whole rays (the seed reconstruction), whatever the defaults are now.
+_BEFORE_FILTER_SETTINGS = {"filter_init": "ramlak", "filter_fixed_dc": False, "reconstruction": "seed"}
 
 
 def model_from_checkpoint(values: dict, path: str | os.PathLike = "checkpoint") -> Random25DUNet:

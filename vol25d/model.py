@@ -18,15 +18,16 @@ from torch.utils.checkpoint import checkpoint
 
 from vol25d.device import full_precision
 from vol25d.geometry import default_detector, equal_angles
-from vol25d.ops import backproject, filter_views, mip, project, ramp_filter
+from vol25d.ops import backproject, backproject_explained, filter_views, mip, project, ramp_filter
 
-__all__ = ["ModelConfig", "Random25DUNet", "ViewUNet", "Filtration", "Head"]
+__all__ = ["ModelConfig", "Random25DUNet", "ViewUNet", "Filtration", "Explanation", "Head"]
 
 _PROJECTIONS = ("mip", "sum")
 _ACTIVATIONS = ("sigmoid", "softmax")
 _HEAD_NORMS = ("affine", "instance")
 _HEAD_POOLS = ("none", "avg", "learned")
 _FILTER_INITS = ("identity", "ramlak")
+_RECONSTRUCTIONS = ("seed", "image")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,17 @@ class ModelConfig:
             phantoms the average blurs sub-voxel vessels away: with perfect views the best Dice drops from
             0.79 to 0.53, and trained end to end ``"none"`` reached 0.41 validation Dice where ``"learned"``
             reached 0.39 and, with Dice loss alone, 0.06 (experiments/results/tuning.md).
+        reconstruction: ``"seed"`` (the default: ``R ∘ F``, the filtered views back-projected along whole
+            rays, whose best with perfect views is the visual hull) or ``"image"`` (the explained
+            back-projection, :func:`~vol25d.ops.backproject_explained`: each view's probability goes to a
+            voxel in proportion to ``σ((x - V̂ + margin) / s)``, how close the voxel's own intensity ``x`` is
+            to the view's MIP value ``V̂`` at its detector position; ``margin`` and ``s`` learnable per
+            class). Needs ``projection="mip"``; the image's first channel is the one compared. With perfect
+            views (the label's MIPs, m = 64, best threshold per case) it lifts the ceiling from 0.55 to 0.88
+            on vol25d's 48³ phantoms and from 0.76 to 0.91 on ``experiments/other_phantoms.py``
+            (experiments/results/ceiling.md), but lowers it from 0.90 to 0.88 on the GI-tract-like phantoms,
+            whose organs are not the brightest thing along a ray (experiments/results/ceiling_gi.md): hence
+            not the default.
         view_chunk: views pushed through U at once at inference (bounds memory).
         checkpoint_views: in training, recompute U's activations in the backward over chunks of this many
             views (activation checkpointing); ``0`` keeps them.
@@ -83,6 +95,7 @@ class ModelConfig:
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
     head_norm: Literal["affine", "instance"] = "affine"
     head_pool: Literal["none", "avg", "learned"] = "none"
+    reconstruction: Literal["seed", "image"] = "seed"
     view_chunk: int = 16
     checkpoint_views: int = 0
 
@@ -103,6 +116,11 @@ class ModelConfig:
             raise ValueError(f"head_norm must be one of {_HEAD_NORMS}; got {self.head_norm!r}")
         if self.filter_init not in _FILTER_INITS:
             raise ValueError(f"filter_init must be one of {_FILTER_INITS}; got {self.filter_init!r}")
+        if self.reconstruction not in _RECONSTRUCTIONS:
+            raise ValueError(f"reconstruction must be one of {_RECONSTRUCTIONS}; got {self.reconstruction!r}")
+        if self.reconstruction == "image" and self.projection != "mip":
+            raise ValueError(f"reconstruction='image' compares voxels with their rays' maximum and needs "
+                             f"projection='mip'; got projection={self.projection!r}")
         if self.head_pool not in _HEAD_POOLS:
             raise ValueError(f"head_pool must be one of {_HEAD_POOLS}; got {self.head_pool!r}")
         if len(self.channels) != len(self.strides) + 1:
@@ -178,6 +196,24 @@ class Filtration(nn.Module):
         return filter_views(views, self.effective_kernel())
 
 
+class Explanation(nn.Module):
+    """The learnable part of the explained back-projection: per class a ``margin`` and a softness
+    ``s = exp(log_softness)`` (positive by construction). Starts at ``margin = 0.1``, ``s = 0.3``, where the
+    perfect-view ceiling of both phantom generators is within 0.01 of its best (experiments/results/
+    ceiling.md), for images normalised to about ``[0, 1]``."""
+
+    def __init__(self, classes: int, margin: float = 0.1, softness: float = 0.3):
+        super().__init__()
+        self.margin = nn.Parameter(torch.full((classes,), float(margin)))
+        self.log_softness = nn.Parameter(torch.full((classes,), math.log(softness)))
+
+    def forward(self, views: torch.Tensor, image_views: torch.Tensor, image: torch.Tensor,
+                angles: torch.Tensor) -> torch.Tensor:
+        """``(B, K, p, D, S)`` views, ``(B, 1, p, D, S)`` image views, ``(B, 1, D, H, W)`` image → the sum over
+        views ``(B, K, D, H, W)``."""
+        return backproject_explained(views, image_views, image, angles, self.margin, self.log_softness.exp())
+
+
 class Head(nn.Module):
     """T: 3-D smoothing (kernel 3, stride 1, same size) → learnable normalisation → activation."""
 
@@ -245,7 +281,12 @@ class Random25DUNet(nn.Module):
         self.config = config
         self.unet = ViewUNet(config)
         self.filtration = Filtration(config.out_channels, config.filter_radius, config.filter_init, config.filter_fixed_dc)
+        self.explanation = Explanation(config.out_channels) if config.reconstruction == "image" else None
+        # The explained weights are below 1 wherever a view's ray has a brighter voxel: with perfect views the
+        # best thresholds of the mean fell at 0.55–0.65 on both phantom generators (experiments/ceiling.py).
         threshold, steepness = (0.15, 20.0) if config.filter_init == "ramlak" else (0.9, 40.0)
+        if config.reconstruction == "image" and config.filter_init != "ramlak":
+            threshold = 0.6
         self.head = Head(config.out_channels, config.head_norm, config.activation, config.head_pool, threshold, steepness)
         self.register_buffer("angles", equal_angles(config.directions), persistent=False)
         self.generator = torch.Generator()
@@ -315,15 +356,25 @@ class Random25DUNet(nn.Module):
             logits = self.unet(views)
         return torch.sigmoid(logits.float())
 
-    def reconstruct(self, probabilities: torch.Tensor, angles: torch.Tensor, plane: tuple[int, int]) -> torch.Tensor:
+    def reconstruct(self, probabilities: torch.Tensor, angles: torch.Tensor, plane: tuple[int, int],
+                    image: torch.Tensor | None = None, image_views: torch.Tensor | None = None) -> torch.Tensor:
         """R ∘ F: filtered back-projection averaged over the views, ``(B, K, p, D, S)`` → ``(B, K, D, H, W)``.
+
+        With ``reconstruction="image"`` the back-projection is the explained one and needs the image
+        ``(B, C, D, H, W)`` and its views ``(B, C, p, D, S)`` (U's input; their first channel is used).
 
         Always float32, autocast or not: U is where mixed precision pays; F, R and T are a few operations
         per voxel, and their sums over views would lose the digits the head's threshold reads.
         """
         with full_precision(probabilities.device):
             filtered = self.filtration(probabilities.float())
-            return backproject(filtered, angles.to(filtered.device), plane) / angles.numel()
+            angles = angles.to(filtered.device)
+            if self.explanation is None:
+                return backproject(filtered, angles, plane) / angles.numel()
+            if image is None or image_views is None:
+                raise ValueError("reconstruction='image' needs the image and its views: call reconstruct(probabilities, "
+                                 "angles, plane, image, image_views)")
+            return self.explanation(filtered, image_views[:, :1].float(), image[:, :1].float(), angles) / angles.numel()
 
     def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None, return_views: bool = False):
         """Probabilities ``(B, K, D, H, W)``; with ``return_views`` (training only) also U's view
@@ -334,8 +385,9 @@ class Random25DUNet(nn.Module):
         plane = (x.shape[-2], x.shape[-1])
         if not self.training:
             return self.head(self._reconstruct_in_chunks(x, angles, plane))
-        seg = self.view_probabilities(self.views(x, angles))
-        output = self.head(self.reconstruct(seg, angles, plane))
+        views = self.views(x, angles)
+        seg = self.view_probabilities(views)
+        output = self.head(self.reconstruct(seg, angles, plane, x, views))
         return (output, seg) if return_views else output
 
     def _reconstruct_in_chunks(self, x, angles, plane):
@@ -344,6 +396,7 @@ class Random25DUNet(nn.Module):
         chunk = self.config.view_chunk
         for start in range(0, angles.numel(), chunk):
             part = angles[start : start + chunk]
-            rebuilt = self.reconstruct(self.view_probabilities(self.views(x, part)), part, plane) * part.numel()
+            views = self.views(x, part)
+            rebuilt = self.reconstruct(self.view_probabilities(views), part, plane, x, views) * part.numel()
             volume = rebuilt if volume is None else volume + rebuilt
         return volume / angles.numel()

@@ -256,17 +256,23 @@ def _fine_tune_model(values: dict, init: Path, model_config: ModelConfig | None)
 
 
 @torch.no_grad()
-def _view_cache(model: Random25DUNet, cases: list[PreparedCase], device, amp: bool) -> list[torch.Tensor]:
-    """Path 2: U's probabilities of every volume at all ``m`` directions, computed once, kept on ``device``."""
+def _view_cache(model: Random25DUNet, cases: list[PreparedCase], device, amp: bool) -> list[tuple]:
+    """Path 2: U's probabilities of every volume at all ``m`` directions, computed once, kept on ``device``,
+    with the image's own views (first channel) when the reconstruction needs them (``reconstruction="image"``),
+    else ``None``: ``[(probabilities (1, K, m, D, S), image_views (1, 1, m, D, S) | None)]``."""
+    keep_views = model.explanation is not None
     cached = []
     for case in cases:
         x = case.image[None].to(device)
-        parts = []
+        parts, image_parts = [], []
         for start in range(0, model.angles.numel(), model.config.view_chunk):
             angles = model.angles[start : start + model.config.view_chunk]
+            views = model.views(x, angles)
             with autocast(device, amp):
-                parts.append(model.view_probabilities(model.views(x, angles)).float())
-        cached.append(torch.cat(parts, dim=2))
+                parts.append(model.view_probabilities(views).float())
+            if keep_views:
+                image_parts.append(views[:, :1].float())
+        cached.append((torch.cat(parts, dim=2), torch.cat(image_parts, dim=2) if keep_views else None))
     return cached
 
 
@@ -281,8 +287,11 @@ class _CachedViewsStep(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, probabilities: torch.Tensor, plane: tuple[int, int]) -> torch.Tensor:
-        return self.model.head(self.model.reconstruct(probabilities, self.model.angles, plane))
+    def forward(self, cached: tuple, image: torch.Tensor) -> torch.Tensor:
+        """``cached``: one entry of :func:`_view_cache`; ``image`` ``(1, C, D, H, W)`` on its device."""
+        probabilities, image_views = cached
+        plane = tuple(image.shape[-2:])
+        return self.model.head(self.model.reconstruct(probabilities, self.model.angles, plane, image, image_views))
 
 
 def _rank_seed(seed: int, rank: int) -> int:
@@ -307,7 +316,7 @@ def _validate(model, cases, device, amp, cache=None) -> float:
     for i, case in enumerate(cases):
         with autocast(device, amp):
             if cache is not None:
-                output = from_cache(cache[i], tuple(case.image.shape[-2:]))
+                output = from_cache(cache[i], case.image[None].to(device))
             else:
                 output = model(case.image[None].to(device))
         scores.extend(_dice_per_class(output[0].float() >= 0.5, case.label.to(device).bool()))
@@ -418,8 +427,11 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
     if main:
         out.mkdir(parents=True, exist_ok=True)
 
-    # F and T are a handful of parameters each with a scale of their own: they learn at 10× U's rate.
+    # F and T (and the explained reconstruction's margin and softness) are a handful of parameters each with a
+    # scale of their own: they learn at 10× U's rate.
     small = list(model.filtration.parameters())
+    if model.explanation is not None:
+        small += list(model.explanation.parameters())
     if config.path == 2 or config.train_head_in_path1:
         small += list(model.head.parameters())
     else:
@@ -504,7 +516,7 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
                 loss = objective(output, label, views, label_views)
             else:
                 with autocast(device, amp):
-                    output = net(cache[index], tuple(case.image.shape[-2:]))
+                    output = net(cache[index], case.image[None].to(device))
                 loss = objective(output, label)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -68,6 +68,13 @@ def _check_raw_kernels(size, figures) -> None:
     figures[f"backproject/{key}"] = _relative_error(
         triton_kernels.backproject(views, angles, height, width), reference.backproject(views, angles, height, width)
     )
+    # Two classes of views on one image: the explained back-projection (image views taken of `volume[:1]`).
+    image_views = reference.mip(volume[:1], angles, detector, False)[0]
+    margin, softness = torch.tensor([0.1, 0.0]), torch.tensor([0.3, 0.7])
+    figures[f"backproject_explained/{key}"] = _relative_error(
+        triton_kernels.backproject_explained(views, image_views, volume[:1], angles, margin, softness, height, width),
+        reference.backproject_explained(views, image_views, volume[:1], angles, margin, softness, height, width),
+    )
     expected, expected_argmax = reference.mip(volume, angles, detector, True)
     actual, argmax = triton_kernels.mip(volume, angles, detector, True)
     figures[f"mip/{key}"] = _relative_error(actual, expected)
@@ -97,6 +104,7 @@ def _check_public_ops(size, figures) -> None:
     angles = _angles(4, seed=height + width)
     volume = torch.randn(1, 2, depth, height, width, generator=generator)
     views_in = torch.randn(1, 2, angles.numel(), depth, 5, generator=generator)
+    margin, softness = torch.tensor([0.1, 0.2]), torch.tensor([0.3, 0.5])
 
     def run(backend):
         os.environ["VOL25D_OPS_BACKEND"] = backend
@@ -106,6 +114,8 @@ def _check_public_ops(size, figures) -> None:
             ("mip", lambda x: ops.mip(x, angles), volume),
             ("project", lambda x: ops.project(x, angles), volume),
             ("backproject", lambda v: ops.backproject(v, angles, (height, width)), views_in),
+            ("backproject_explained", lambda v: ops.backproject_explained(
+                v, ops.mip(volume[:, :1], angles, 5), volume[:, :1], angles, margin, softness), views_in),
         ):
             leaf = source.clone().requires_grad_()
             result = op(leaf)
@@ -184,6 +194,13 @@ def _check_tiling_and_determinism(figures) -> None:
         triton_kernels.backproject(views, angles, height, width, block_d=2, block_h=4, block_w=4),
         reference.backproject(views, angles, height, width),
     )
+    image_views = reference.mip(volume, angles, detector, False)[0]
+    one = (torch.tensor([0.1]), torch.tensor([0.3]))
+    figures["small_tiles_backproject_explained"] = _relative_error(
+        triton_kernels.backproject_explained(views, image_views, volume, angles, *one, height, width, block_d=2,
+                                             block_h=4, block_w=4),
+        reference.backproject_explained(views, image_views, volume, angles, *one, height, width),
+    )
     expected, expected_argmax = reference.mip(volume, angles, detector, True)
     actual, argmax = triton_kernels.mip(volume, angles, detector, True, block_d=2, block_s=4, views_per_program=3)
     figures["small_tiles_mip"] = _relative_error(actual, expected)
@@ -248,8 +265,8 @@ def _compile_for_sm90() -> None:
 
     tiles = {"BLOCK_D": 4, "BLOCK_S": 64, "BLOCK_H": 16, "BLOCK_W": 16, "VIEWS": 2}
     flags = {"KEEP_ARGMAX": True, "HAS_TRANSPOSED": True}
-    float_pointers = {"cos_ptr", "sin_ptr", "floor_ptr", "grad_ptr"}  # float32 whatever the data's dtype
-    for name in ("_backproject_kernel", "_project_kernel", "_mip_kernel", "_mip_backward_scatter_kernel",
+    float_pointers = {"cos_ptr", "sin_ptr", "floor_ptr", "grad_ptr", "margin_ptr", "softness_ptr"}  # float32 whatever the data's dtype
+    for name in ("_backproject_kernel", "_backproject_explained_kernel", "_project_kernel", "_mip_kernel", "_mip_backward_scatter_kernel",
                  "_mip_backward_gather_kernel"):  # fmt: skip
         fn = getattr(kernels, name)
         for dtype in ("fp32", "bf16"):
@@ -262,7 +279,7 @@ def _compile_for_sm90() -> None:
                     signature[arg] = "*i32"
                 elif arg.endswith("_ptr"):
                     signature[arg] = "*fp32" if arg in float_pointers else f"*{dtype}"
-                elif arg in ("count", "depth", "height", "width", "detector"):
+                elif arg in ("classes", "count", "depth", "height", "width", "detector"):
                     signature[arg] = "i32"
                 else:
                     signature[arg] = "fp32"
@@ -298,7 +315,8 @@ def test_adjoint_identity_on_the_triton_path(figures, size):
 
 
 @pytest.mark.parametrize("size", SIZE_IDS)
-@pytest.mark.parametrize("kernel", ["project", "project_narrow", "backproject", "mip", "mip_no_argmax"])
+@pytest.mark.parametrize("kernel", ["project", "project_narrow", "backproject", "backproject_explained", "mip",
+                                    "mip_no_argmax"])
 def test_forward_kernels_match_the_reference(figures, kernel, size):
     assert figures[f"{kernel}/{size}"] <= FP32_RTOL
 
@@ -317,7 +335,7 @@ def test_mip_backward_matches_the_reference(figures, variant, size):
 
 
 @pytest.mark.parametrize("size", SIZE_IDS)
-@pytest.mark.parametrize("op", ["mip", "project", "backproject"])
+@pytest.mark.parametrize("op", ["mip", "project", "backproject", "backproject_explained"])
 @pytest.mark.parametrize("part", ["forward", "grad"])
 def test_public_ops_and_their_gradients_match_the_reference_backend(figures, op, part, size):
     assert figures[f"public_{op}_{part}/{size}"] <= FP32_RTOL
@@ -330,7 +348,7 @@ def test_low_precision_inputs_accumulate_in_fp32_and_keep_their_dtype(figures, o
     assert figures[f"{op}_{dtype}/error"] <= LOW_PRECISION_RTOL
 
 
-@pytest.mark.parametrize("kernel", ["project", "backproject", "mip", "mip_backward"])
+@pytest.mark.parametrize("kernel", ["project", "backproject", "backproject_explained", "mip", "mip_backward"])
 def test_small_tiles_cover_the_problem(figures, kernel):
     assert figures[f"small_tiles_{kernel}"] <= FP32_RTOL
     if kernel == "mip":
@@ -364,7 +382,7 @@ def test_every_kernel_compiles_for_an_h100_without_a_gpu():
     if result.returncode != 0 and "ptxas" in result.stderr and "No such file" in result.stderr:
         pytest.skip("this Triton install has no ptxas")
     assert result.returncode == 0, result.stderr[-6000:]
-    assert result.stdout.count("compiled ") == 10
+    assert result.stdout.count("compiled ") == 12
 
 
 def test_cpu_tensors_without_the_interpreter_are_refused():

@@ -7,8 +7,9 @@ Geometry as in DESIGN.md: rotations about ``D``, ray direction ``(sin θ, cos θ
 """
 
 from vol25d.ops.backproject import backproject
+from vol25d.ops.explained import backproject_explained
 from vol25d.ops.mip import mip
 from vol25d.ops.project import project
 from vol25d.ops.ramp_filter import filter_views, ramp_filter
 
-__all__ = ["mip", "project", "backproject", "ramp_filter", "filter_views"]
+__all__ = ["mip", "project", "backproject", "backproject_explained", "ramp_filter", "filter_views"]

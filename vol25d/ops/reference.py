@@ -69,6 +69,48 @@ def backproject(views: torch.Tensor, angles: torch.Tensor, height: int, width: i
     return volume.reshape(n, depth, height, width)
 
 
+def backproject_explained(
+    views: torch.Tensor,
+    image_views: torch.Tensor,
+    image: torch.Tensor,
+    angles: torch.Tensor,
+    margin: torch.Tensor,
+    softness: torch.Tensor,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """:func:`backproject` with each view's values weighed per voxel by
+    ``σ((x - V̂_k + margin) / s) / σ(margin / s)`` (:mod:`vol25d.ops.explained`). ``views`` ``(N, p, D, S)``
+    with ``N = Nb · K``; ``image_views`` ``(Nb, p, D, S)`` and ``image`` ``(Nb, D, H, W)``, row ``n`` of the
+    views using row ``n // K`` of both and class ``n % K`` of ``margin`` and ``softness`` ``(K,)``. Computes
+    in float32 (float64 stays float64) → ``(N, D, H, W)`` in the views' dtype."""
+    n, count, depth, detector = views.shape
+    images = image.shape[0]
+    classes = n // images
+    dtype = torch.float64 if views.dtype == torch.float64 else torch.float32
+    padded = torch.nn.functional.pad(views.to(dtype), (1, 2))
+    padded_image = torch.nn.functional.pad(image_views.to(dtype), (1, 2))
+    x = image.to(dtype).reshape(images, 1, depth, height * width)
+    m = margin.to(dtype).view(1, classes, 1, 1)
+    s = softness.to(dtype).view(1, classes, 1, 1)
+    norm = torch.sigmoid(m / s)
+    volume = torch.zeros(images, classes, depth, height * width, dtype=dtype, device=views.device)
+
+    def interpolate(source, rows, index0, weight1):
+        view = source.reshape(rows * depth, detector + 3)
+        lower = view.index_select(1, index0)
+        upper = view.index_select(1, (index0 + 1).clamp(max=detector + 2))
+        return (lower + (upper - lower) * weight1).view(rows, depth, -1)
+
+    for k in range(count):
+        index0, weight1 = _linear_bins(angles[k], height, width, detector)
+        weight1 = weight1.to(dtype)
+        p_hat = interpolate(padded[:, k], n, index0, weight1).view(images, classes, depth, -1)
+        v_hat = interpolate(padded_image[:, k], images, index0, weight1).view(images, 1, depth, -1)
+        volume += p_hat * torch.sigmoid((x - v_hat + m) / s) / norm
+    return volume.reshape(n, depth, height, width).to(views.dtype)
+
+
 def _inside(h: torch.Tensor, w: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Which samples at ``(h, w)`` lie within the plane, up to :data:`INSIDE_TOLERANCE`."""
     return (

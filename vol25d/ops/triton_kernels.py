@@ -14,7 +14,7 @@ contiguous axis) for views with ``|sin θ| > |cos θ|``, but along ``H`` for the
 be a stride ``W`` apart. Those views read a transposed ``(N, D, W, H)`` copy of the volume instead (one extra
 read and write of the volume per call, shared by all views; ``transposed_copy=`` overrides the default).
 
-Determinism: ``project``, ``backproject``, ``mip`` (values and argmax; ties go to the first sample along the
+Determinism: ``project``, ``backproject``, ``backproject_explained``, ``mip`` (values and argmax; ties go to the first sample along the
 ray) are gathers, bit-reproducible from run to run. ``mip_backward`` scatters with ``tl.atomic_add`` by
 default (float32 additions in a run-dependent order: not bit-reproducible); ``deterministic=True``, the
 environment variable ``VOL25D_DETERMINISTIC=1`` or ``torch.use_deterministic_algorithms(True)`` select a
@@ -38,7 +38,7 @@ from vol25d.geometry import ray_samples
 from vol25d.ops import reference
 from vol25d.ops.reference import INSIDE_TOLERANCE
 
-__all__ = ["project", "backproject", "mip", "mip_backward"]
+__all__ = ["project", "backproject", "backproject_explained", "mip", "mip_backward"]
 
 # Default tile sizes. Chosen for an H100-class GPU by reasoning, not yet by measurement: a tile is
 # BLOCK_D depth slices × a block of bins (or voxels), so per-sample geometry is amortised over BLOCK_D.
@@ -159,6 +159,52 @@ def _backproject_kernel(
         v0 = tl.load(views_ptr + rows[:, None] + i0[None, :], mask=mask_d[:, None] & m0[None, :], other=0.0)
         v1 = tl.load(views_ptr + rows[:, None] + (i0 + 1)[None, :], mask=mask_d[:, None] & m1[None, :], other=0.0)
         acc += v0.to(tl.float32) * (1.0 - f)[None, :] + v1.to(tl.float32) * f[None, :]
+    _store_voxel_tile(out_ptr, acc, n, offs_d, h, w, mask_d, mask_v, depth, height, width)
+
+
+@triton.jit
+def _backproject_explained_kernel(
+    views_ptr, image_views_ptr, image_ptr, margin_ptr, softness_ptr, cos_ptr, sin_ptr, out_ptr,
+    classes, count, depth, height, width, detector,
+    ch, cw, half_s,
+    BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    # The back-projection kernel with each view's two-bin interpolation of the probabilities multiplied by
+    # the explained weight σ((x - V̂_k + margin) / s) / σ(margin / s), V̂_k the same interpolation of the
+    # image's view; row n of the views reads row n // classes of the image and its views.
+    n, offs_d, h, w, mask_d, mask_v = _voxel_tile(tl.program_id(0), depth, height, width, BLOCK_D, BLOCK_H, BLOCK_W)
+    b = n // classes
+    cls = n % classes
+    margin = tl.load(margin_ptr + cls).to(tl.float32)
+    inv_s = 1.0 / tl.load(softness_ptr + cls).to(tl.float32)
+    norm = 1.0 / (1.0 + tl.exp(-margin * inv_s))
+    hc = h.to(tl.float32) - ch
+    wc = w.to(tl.float32) - cw
+    mask = mask_d[:, None] & mask_v[None, :]
+    plane = (b * depth + offs_d).to(tl.int64) * height * width
+    x = tl.load(image_ptr + plane[:, None] + (h * width + w)[None, :], mask=mask, other=0.0).to(tl.float32)
+    view_row = (n * count * depth + offs_d).to(tl.int64) * detector
+    image_row = (b * count * depth + offs_d).to(tl.int64) * detector
+    acc = tl.zeros((BLOCK_D, BLOCK_H * BLOCK_W), dtype=tl.float32)
+    for k in range(count):
+        c = tl.load(cos_ptr + k)
+        sn = tl.load(sin_ptr + k)
+        u = hc * c - wc * sn + half_s
+        i0f = tl.floor(u)
+        f = (u - i0f)[None, :]
+        i0 = i0f.to(tl.int32)
+        m0 = mask_d[:, None] & (mask_v & (i0 >= 0) & (i0 < detector))[None, :]
+        m1 = mask_d[:, None] & (mask_v & (i0 >= -1) & (i0 < detector - 1))[None, :]
+        rows = view_row + k * depth * detector
+        v0 = tl.load(views_ptr + rows[:, None] + i0[None, :], mask=m0, other=0.0).to(tl.float32)
+        v1 = tl.load(views_ptr + rows[:, None] + (i0 + 1)[None, :], mask=m1, other=0.0).to(tl.float32)
+        irows = image_row + k * depth * detector
+        g0 = tl.load(image_views_ptr + irows[:, None] + i0[None, :], mask=m0, other=0.0).to(tl.float32)
+        g1 = tl.load(image_views_ptr + irows[:, None] + (i0 + 1)[None, :], mask=m1, other=0.0).to(tl.float32)
+        p_hat = v0 * (1.0 - f) + v1 * f
+        v_hat = g0 * (1.0 - f) + g1 * f
+        weight = 1.0 / (1.0 + tl.exp(-(x - v_hat + margin) * inv_s))
+        acc += p_hat * weight / norm
     _store_voxel_tile(out_ptr, acc, n, offs_d, h, w, mask_d, mask_v, depth, height, width)
 
 
@@ -488,6 +534,44 @@ def backproject(
     _backproject_kernel[grid](
         views, cos, sin, out, count, depth, height, width, detector,
         **_plane_constants(height, width, detector), BLOCK_D=block_d, BLOCK_H=block_h, BLOCK_W=block_w,
+    )  # fmt: skip
+    return out
+
+
+def backproject_explained(
+    views: torch.Tensor,
+    image_views: torch.Tensor,
+    image: torch.Tensor,
+    angles: torch.Tensor,
+    margin: torch.Tensor,
+    softness: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    block_d: int = _BACK_BLOCK_D,
+    block_h: int = _BACK_BLOCK_H,
+    block_w: int = _BACK_BLOCK_W,
+) -> torch.Tensor:
+    """:func:`vol25d.ops.reference.backproject_explained` fused into the back-projection kernel (one pass
+    over the views; the weight is computed in registers). Deterministic (a gather)."""
+    if views.dtype == torch.float64:
+        return reference.backproject_explained(views, image_views, image, angles, margin, softness, height, width)
+    _check_device(views)
+    views, image_views, image = views.contiguous(), image_views.contiguous(), image.contiguous()
+    n, count, depth, detector = views.shape
+    out = torch.empty(n, depth, height, width, dtype=views.dtype, device=views.device)
+    if out.numel() == 0:
+        return out
+    if count == 0:
+        return out.zero_()
+    cos, sin = _trig(angles, views.device)
+    margin = margin.detach().float().contiguous()
+    softness = softness.detach().float().contiguous()
+    tiles = triton.cdiv(height, block_h) * triton.cdiv(width, block_w)
+    grid = (tiles * n * triton.cdiv(depth, block_d),)
+    _backproject_explained_kernel[grid](
+        views, image_views, image, margin, softness, cos, sin, out, n // image.shape[0], count, depth, height, width,
+        detector, **_plane_constants(height, width, detector), BLOCK_D=block_d, BLOCK_H=block_h, BLOCK_W=block_w,
     )  # fmt: skip
     return out
 
