@@ -15,7 +15,9 @@ back-projection kernels and launch overheads, so it is a floor; the CPU time of 
 hidden test set's size is not public: the estimate assumes as many case-days as the training set (274) and
 scales linearly with the count.
 
-Usage: ``python experiments/kaggle/bench_inference.py [--out experiments/results/kaggle_inference.md]``
+Usage: ``python experiments/kaggle/bench_inference.py [--out experiments/results/kaggle_inference.md]
+[--max-voxels N]`` (``--max-voxels 0``: the native grid, which ``vol25d train`` plans on a GPU whose memory
+holds a training step).
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("experiments/results/kaggle_inference.md"))
     parser.add_argument("--projections", nargs="+", default=["sum", "mip"])
+    parser.add_argument("--max-voxels", type=int, default=None,
+                        help="the plan's voxel cap (default: the CPU planner's 128³; 0: none, the native grid a GPU "
+                        "plans when a training step fits its memory, as on a T4 for these case-days)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     load_start = os.getloadavg()[0]
@@ -72,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         days = [_write_case_day(Path(folder), w, h, rng) for w, h in SIZES]
         images = [read_gitract_test_case(day)[0] for day in days]
-        config = plan_from_volumes(images)
+        config = plan_from_volumes(images, **({} if args.max_voxels is None else {"max_voxels": args.max_voxels}))
         for projection in args.projections:
             model = Random25DUNet(config=ModelConfig(out_channels=len(CLASSES), directions=64, views=8,
                                                      projection=projection)).eval()
@@ -104,9 +109,10 @@ def main() -> None:
         "",
         f"Machine: {_machine()}, torch on 1 thread; the cores were shared with other jobs (load average "
         f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), so CPU times are upper bounds.",
-        "Command: `python experiments/kaggle/bench_inference.py`. Model: the train notebook's full settings "
+        f"Command: `python experiments/kaggle/bench_inference.py"
+        f"{'' if args.max_voxels is None else f' --max-voxels {args.max_voxels}'}`. Model: the train notebook's full settings "
         f"(m = 64, default U-Net, 3 classes), preprocessing planned by the default planner (voxel cap "
-        f"{config.max_voxels:,}, target spacing {'×'.join(f'{s:.2f}' for s in config.target_spacing_mm)} mm).",
+        f"{f'{config.max_voxels:,}' if config.max_voxels else 'none'}, target spacing {'×'.join(f'{s:.2f}' for s in config.target_spacing_mm)} mm).",
         "",
         "| projection | case-day (X×Y×Z) | model input (D, H, W) | read PNGs (s) | preprocess (s) | model, CPU (s) | "
         "restore + threshold (s) | RLE (s) | model GFLOP | model on a T4, floor from its FLOPs (s) |",
