@@ -117,3 +117,22 @@ def test_train_max_voxels_flag_is_saved_and_path_2_refuses_it(phantoms, tiny_con
                  str(run / "path1.pt"), "--max-voxels", "4096"]) == 1
     assert "drop --max-voxels" in capsys.readouterr().err
     assert not (run / "path2.pt").exists()
+
+
+def test_host_memory_caps_the_voxels_of_the_cases_training_holds():
+    config = ModelConfig(**TINY_MODEL)  # 1 channel (4 bytes a voxel) and 1 class (1 byte)
+    assert capacity.ram_voxel_cap(config, held_cases=10, available=5e9) == int(0.8 * 5e9 / (10 * 5))
+    assert capacity.ram_voxel_cap(config, held_cases=10, available=None) == 0
+    assert capacity.ram_voxel_cap(config, held_cases=0, available=5e9) == 0
+    assert capacity.available_ram_bytes() is None or capacity.available_ram_bytes() > 0
+
+
+def test_on_a_gpu_the_cap_is_also_what_host_memory_holds(monkeypatch, caplog):
+    config = ModelConfig(**TINY_MODEL)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a test GPU")
+    monkeypatch.setattr(capacity, "step_peak_bytes", lambda model_config, shape, device, amp: 1e3 * math.prod(shape))
+    monkeypatch.setattr(capacity, "available_ram_bytes", lambda: 1e9)
+    with caplog.at_level(logging.INFO, logger="vol25d.capacity"):
+        cap = capacity.plan_voxel_cap(config, (100, 200, 200), torch.device("cuda"), True, held_cases=274)
+    assert cap == int(0.8 * 1e9 / (274 * 5)) and "host memory" in caplog.text

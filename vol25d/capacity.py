@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -104,13 +106,38 @@ def fit_voxel_cap(measure: Callable[[tuple[int, ...]], float], shape_dhw: tuple[
                       f"{budget_bytes / 2**30:.1f} GiB of device memory")
 
 
+def available_ram_bytes() -> float | None:
+    """The host memory a new allocation can take (Linux ``MemAvailable``), ``None`` where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def ram_voxel_cap(config: ModelConfig, held_cases: int, available: float | None) -> int:
+    """The most voxels per image for which ``held_cases`` preprocessed cases (float32 image channels, uint8
+    labels, as training holds them all in host memory) fit in :data:`BUDGET_FRACTION` of ``available``
+    bytes; ``0`` (no cap) when the memory is unknown or no case is held."""
+    if not available or held_cases <= 0:
+        return 0
+    per_voxel = 4 * config.in_channels + config.out_channels
+    return max(MIN_SIZE**3, int(BUDGET_FRACTION * available / (held_cases * per_voxel)))
+
+
 def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device, amp: bool,
-                   cached_cases: int = 0) -> int:
+                   cached_cases: int = 0, held_cases: int = 0) -> int:
     """The voxel cap of training ``config`` on ``device`` for a median image of ``shape_dhw`` voxels.
 
     CPU: :data:`DEFAULT_MAX_VOXELS`. CUDA: measured with :func:`fit_voxel_cap` in
     :data:`BUDGET_FRACTION` of the free memory, less path 2's cache of U's views of ``cached_cases``
-    volumes of that shape (``m`` views each, float32; with the image's views for ``reconstruction="image"``).
+    volumes of that shape (``m`` views each, float32; with the image's views for ``reconstruction="image"``),
+    and at most what keeps ``held_cases`` preprocessed cases in host memory (:func:`ram_voxel_cap`).
     """
     if device.type != "cuda":
         voxels = math.prod(shape_dhw)
@@ -125,6 +152,13 @@ def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device:
     cache = cached_cases * config.directions * planes * depth * default_detector(height, width) * 4
     budget = BUDGET_FRACTION * free - cache
     cap, peak, shape = fit_voxel_cap(lambda s: step_peak_bytes(config, s, device, amp), shape_dhw, budget)
+    ram_cap = ram_voxel_cap(config, held_cases, available_ram_bytes())
+    if ram_cap and ram_cap < cap:
+        log.info("%d training and validation cases of up to %d voxels would not fit in host memory: voxel cap %d "
+                 "instead (pass --max-voxels to choose)", held_cases, cap, ram_cap)
+        cap = ram_cap
+        if math.prod(shape_dhw) > cap:
+            return cap
     full = tuple(shape) == tuple(shape_dhw)
     log.info("%s: a path-1 step of %s voxels peaks at %.2f GiB of %.1f GiB free (%.1f GiB total, %.2f GiB for "
              "path 2's view cache): %s; voxel cap %d", torch.cuda.get_device_name(device),

@@ -419,7 +419,8 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
 
     def voxel_cap(shape):  # measured on every process's GPU; rank 0's cap plans them all alike
         cached = math.ceil(len(train_cases) / world) + len(val_cases)
-        return distributed.broadcast(plan_voxel_cap(model.config, shape, device, amp, cached))
+        cap = plan_voxel_cap(model.config, shape, device, amp, cached, len(train_cases) + len(val_cases))
+        return distributed.broadcast(cap)
 
     train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options,
                                                      voxel_cap)

@@ -107,8 +107,9 @@ def main() -> None:
     lines = [
         "# The inference notebook's time per test case-day, and the whole test set on a T4",
         "",
-        f"Machine: {_machine()}, torch on 1 thread; the cores were shared with other jobs (load average "
-        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), so CPU times are upper bounds.",
+        f"Machine: {_machine()}, torch on 1 thread; load average "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (above 1: other jobs shared the cores, "
+        "and the CPU times are upper bounds).",
         f"Command: `python experiments/kaggle/bench_inference.py"
         f"{'' if args.max_voxels is None else f' --max-voxels {args.max_voxels}'}`. Model: the train notebook's full settings "
         f"(m = 64, default U-Net, 3 classes), preprocessing planned by the default planner (voxel cap "
