@@ -112,3 +112,18 @@ def test_the_schedule_warms_up_then_decays_to_zero():
     assert rates[0] == pytest.approx(0.2) and max(rates) == pytest.approx(1.0)
     assert rates.index(max(rates)) == 4 and rates[-1] < 0.01
     assert all(a >= b for a, b in zip(rates[4:], rates[5:]))
+
+
+def test_f_and_t_learn_at_small_lr_factor_times_us_rate_in_path_1(phantoms, tmp_path, monkeypatch):
+    rates = {}
+    real = torch.optim.AdamW
+
+    def recording(groups, **kwargs):
+        rates["groups"] = [group["lr"] for group in groups]
+        return real(groups, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", recording)
+    train(phantoms, tmp_path, cpu(1, lr=1e-3, small_lr_factor=4.0), model_config=MODEL, quiet=True)
+    assert rates["groups"] == [pytest.approx(4e-3), pytest.approx(1e-3)]  # F and T, then U
+    with pytest.raises(InputError, match="small_lr_factor"):
+        TrainConfig(small_lr_factor=0)

@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="passes over the training cases (default 100)")
     p.add_argument("--steps-per-case", type=int, help="optimiser steps per training case per epoch (default 12)")
     p.add_argument("--lr", type=float, help="peak learning rate of U (default 3e-3, 3e-4 when fine-tuning with "
-                   "--init in path 1; F and T learn at 10× in path 1)")
+                   "--init in path 1; F and T learn at small_lr_factor × it in path 1, default 10)")
     p.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA (default on)")
     p.add_argument("--seed", type=int, help="seed of weights, split, order, views and augmentation (default 0)")

@@ -63,13 +63,16 @@ class TrainConfig:
         epochs: passes over the training cases.
         steps_per_case: optimiser steps per training case per epoch (path 1: each on its own random views
             and augmentation; path 2: on the cached views of all ``m`` directions).
-        lr: peak learning rate of AdamW for U (F and T use 10× in path 1; path 2 trains them at ``lr``); warm-up
+        lr: peak learning rate of AdamW for U (F and T use ``small_lr_factor`` × it in path 1; path 2 trains
+            them at ``lr``); warm-up
             over the first 5 % of steps, then cosine decay to 0. Default 3e-3 (measured on the phantoms: 1e-3
             learnt the same but slower).
         weight_decay: AdamW's decoupled weight decay.
         loss: ``"dice+bce"`` (MONAI ``DiceLoss`` plus BCE on the 3-D output; the default: with Dice alone the
             head's output stayed under 0.5 for 15 epochs on the phantoms, and path 2 collapsed to an empty
             mask, where BCE keeps a gradient) or ``"dice"``.
+        small_lr_factor: path 1's learning rate of F and T (and the explained reconstruction's margin and
+            softness) as a multiple of U's: a handful of parameters, each with a scale of its own.
         view_loss_weight: weight of the auxiliary Dice of U's views against the label's MIPs (path 1 only).
         train_head_in_path1: whether T trains in path 1 too (it always trains in path 2).
         val_fraction: share of the cases held out for validation (split by case, seeded).
@@ -83,6 +86,7 @@ class TrainConfig:
     epochs: int = 100
     steps_per_case: int = 12
     lr: float | None = None
+    small_lr_factor: float = 10.0
     weight_decay: float = 1e-4
     loss: Literal["dice", "dice+bce"] = "dice+bce"
     view_loss_weight: float = 1.0
@@ -98,6 +102,8 @@ class TrainConfig:
             raise InputError(f"path must be 1 or 2; got {self.path!r}")
         if self.epochs < 1:
             raise InputError(f"epochs must be ≥ 1; got {self.epochs}")
+        if not self.small_lr_factor > 0:
+            raise InputError(f"small_lr_factor must be > 0; got {self.small_lr_factor}")
         if self.steps_per_case < 1:
             raise InputError(f"steps_per_case must be ≥ 1; got {self.steps_per_case}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -428,8 +434,7 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
     if main:
         out.mkdir(parents=True, exist_ok=True)
 
-    # F and T (and the explained reconstruction's margin and softness) are a handful of parameters each with a
-    # scale of their own: they learn at 10× U's rate.
+    # F and T (and the explained reconstruction's margin and softness) learn at small_lr_factor × U's rate.
     small = list(model.filtration.parameters())
     if model.explanation is not None:
         small += list(model.explanation.parameters())
@@ -437,7 +442,8 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
         small += list(model.head.parameters())
     else:
         model.head.requires_grad_(False)
-    groups = [{"params": small, "lr": config.lr * (10 if config.path == 1 else 1), "weight_decay": 0.0}]
+    groups = [{"params": small, "lr": config.lr * (config.small_lr_factor if config.path == 1 else 1),
+               "weight_decay": 0.0}]
     if config.path == 1:
         groups.append({"params": list(model.unet.parameters()), "lr": config.lr})
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
