@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from vol25d.geometry import default_detector
 from vol25d.model import ModelConfig, Random25DUNet
 
 SMALL = dict(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, directions=8, views=3)
@@ -41,6 +42,23 @@ def test_eval_chunks_give_the_same_result_as_one_pass():
     whole.load_state_dict(chunked.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(chunked(x), whole(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("reconstruction", ["seed", "image"])
+def test_all_views_then_segment_from_views_is_the_eval_forward(reconstruction):
+    """Path 2's two steps (U's views of all m directions, cached; T ∘ R ∘ F of them) give what inference gives."""
+    torch.manual_seed(0)
+    model = Random25DUNet(1, 2, view_chunk=3, reconstruction=reconstruction, **SMALL).eval()
+    x = torch.rand(1, 1, 10, 12, 12)
+    with torch.no_grad():
+        probabilities, image_views = model.all_view_probabilities(x)
+        bins = default_detector(12, 12)
+        assert probabilities.shape == (1, 2, 8, 10, bins) and probabilities.dtype == torch.float32
+        assert (image_views is None) == (reconstruction == "seed")
+        if image_views is not None:
+            assert image_views.shape == (1, 1, 8, 10, bins)
+        torch.testing.assert_close(model.segment_from_views(probabilities, x, image_views), model(x),
+                                   atol=1e-5, rtol=1e-4)
 
 
 def test_forward_is_the_method_step_by_step():

@@ -390,13 +390,39 @@ class Random25DUNet(nn.Module):
         output = self.head(self.reconstruct(seg, angles, plane, x, views))
         return (output, seg) if return_views else output
 
-    def _reconstruct_in_chunks(self, x, angles, plane):
-        """R ∘ F ∘ U ∘ M over chunks of views, summed: memory is the volume plus one chunk of views."""
-        volume = None
+    def all_view_probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """U ∘ M at all ``m`` directions, ``view_chunk`` views at a time (path 2 caches these).
+
+        Returns:
+            ``(probabilities, image_views)``: float32 ``(B, K, m, D, S)``, and the image's own views (first
+            channel) ``(B, 1, m, D, S)`` when the reconstruction needs them (``reconstruction="image"``), else
+            ``None``. Pass both to :meth:`segment_from_views`.
+        """
+        parts, image_parts = [], []
+        for _, views, probabilities in self._view_chunks(x, self.angles):
+            parts.append(probabilities.float())
+            if self.explanation is not None:
+                image_parts.append(views[:, :1].float())
+        return torch.cat(parts, dim=2), torch.cat(image_parts, dim=2) if image_parts else None
+
+    def segment_from_views(self, probabilities: torch.Tensor, image: torch.Tensor,
+                           image_views: torch.Tensor | None = None) -> torch.Tensor:
+        """T ∘ R ∘ F of U's probabilities at all ``m`` directions (from :meth:`all_view_probabilities`) for
+        the image ``(B, C, D, H, W)`` they came from: probabilities ``(B, K, D, H, W)``."""
+        return self.head(self.reconstruct(probabilities, self.angles, tuple(image.shape[-2:]), image, image_views))
+
+    def _view_chunks(self, x: torch.Tensor, angles: torch.Tensor):
+        """``(angles, views, U's probabilities)`` for consecutive chunks of ``view_chunk`` directions."""
         chunk = self.config.view_chunk
         for start in range(0, angles.numel(), chunk):
             part = angles[start : start + chunk]
             views = self.views(x, part)
-            rebuilt = self.reconstruct(self.view_probabilities(views), part, plane, x, views) * part.numel()
+            yield part, views, self.view_probabilities(views)
+
+    def _reconstruct_in_chunks(self, x, angles, plane):
+        """R ∘ F ∘ U ∘ M over chunks of views, summed: memory is the volume plus one chunk of views."""
+        volume = None
+        for part, views, probabilities in self._view_chunks(x, angles):
+            rebuilt = self.reconstruct(probabilities, part, plane, x, views) * part.numel()
             volume = rebuilt if volume is None else volume + rebuilt
         return volume / angles.numel()

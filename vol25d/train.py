@@ -266,19 +266,10 @@ def _view_cache(model: Random25DUNet, cases: list[PreparedCase], device, amp: bo
     """Path 2: U's probabilities of every volume at all ``m`` directions, computed once, kept on ``device``,
     with the image's own views (first channel) when the reconstruction needs them (``reconstruction="image"``),
     else ``None``: ``[(probabilities (1, K, m, D, S), image_views (1, 1, m, D, S) | None)]``."""
-    keep_views = model.explanation is not None
     cached = []
     for case in cases:
-        x = case.image[None].to(device)
-        parts, image_parts = [], []
-        for start in range(0, model.angles.numel(), model.config.view_chunk):
-            angles = model.angles[start : start + model.config.view_chunk]
-            views = model.views(x, angles)
-            with autocast(device, amp):
-                parts.append(model.view_probabilities(views).float())
-            if keep_views:
-                image_parts.append(views[:, :1].float())
-        cached.append((torch.cat(parts, dim=2), torch.cat(image_parts, dim=2) if keep_views else None))
+        with autocast(device, amp):
+            cached.append(model.all_view_probabilities(case.image[None].to(device)))
     return cached
 
 
@@ -296,8 +287,7 @@ class _CachedViewsStep(torch.nn.Module):
     def forward(self, cached: tuple, image: torch.Tensor) -> torch.Tensor:
         """``cached``: one entry of :func:`_view_cache`; ``image`` ``(1, C, D, H, W)`` on its device."""
         probabilities, image_views = cached
-        plane = tuple(image.shape[-2:])
-        return self.model.head(self.model.reconstruct(probabilities, self.model.angles, plane, image, image_views))
+        return self.model.segment_from_views(probabilities, image, image_views)
 
 
 def _rank_seed(seed: int, rank: int) -> int:
