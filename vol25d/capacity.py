@@ -152,16 +152,14 @@ def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device:
     cache = cached_cases * config.directions * planes * depth * default_detector(height, width) * 4
     budget = BUDGET_FRACTION * free - cache
     cap, peak, shape = fit_voxel_cap(lambda s: step_peak_bytes(config, s, device, amp), shape_dhw, budget)
-    ram_cap = ram_voxel_cap(config, held_cases, available_ram_bytes())
-    if ram_cap and ram_cap < cap:
-        log.info("%d training and validation cases of up to %d voxels would not fit in host memory: voxel cap %d "
-                 "instead (pass --max-voxels to choose)", held_cases, cap, ram_cap)
-        cap = ram_cap
-        if math.prod(shape_dhw) > cap:
-            return cap
     full = tuple(shape) == tuple(shape_dhw)
     log.info("%s: a path-1 step of %s voxels peaks at %.2f GiB of %.1f GiB free (%.1f GiB total, %.2f GiB for "
              "path 2's view cache): %s; voxel cap %d", torch.cuda.get_device_name(device),
              "×".join(map(str, shape)), peak / 2**30, free / 2**30, total / 2**30, cache / 2**30,
              "full resolution" if full else "the median image does not fit: coarsened", cap)
+    ram_cap = ram_voxel_cap(config, held_cases, available_ram_bytes())
+    if ram_cap and ram_cap < cap:
+        log.info("%d training and validation cases of up to %d voxels would not fit in host memory: voxel cap %d "
+                 "instead (pass --max-voxels to choose)", held_cases, cap, ram_cap)
+        cap = ram_cap
     return cap
