@@ -40,7 +40,7 @@ from monai.losses import DiceLoss
 import vol25d
 from vol25d.device import autocast
 from vol25d.geometry import default_detector, equal_angles, ray_samples
-from vol25d.model import ModelConfig, Random25DUNet
+from vol25d.model import DEFAULT_VIEW_CHUNK, Random25DUNet
 from vol25d.ops import backproject, mip, project
 from vol25d.ops.backend import kernels_for
 
@@ -390,7 +390,7 @@ def model_rows(settings: Settings, device: torch.device, other: str) -> list[lis
     rows = []
     for shape in settings.sizes:
         cells = [("train", p, f"path-1 training step, p = {p}") for p in settings.train_views]
-        cells.append(("inference", settings.views, f"inference, m = {settings.views} (chunks of {ModelConfig().view_chunk} views)"))
+        cells.append(("inference", settings.views, f"inference, m = {settings.views} (chunks of {DEFAULT_VIEW_CHUNK} views)"))
         for kind, views, label in cells:
             if device.type == "cpu" and cpu_skips(settings, kind, shape):
                 rows.append([size_label(shape), label, TOO_SLOW, TOO_SLOW, other, other])

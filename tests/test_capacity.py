@@ -74,13 +74,15 @@ def test_the_cuda_branch_budgets_free_memory_less_path_2s_cache(monkeypatch, cap
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a test GPU")
     steps = []
 
-    def fake_peak(model_config, shape, device, amp):
-        steps.append(capacity.path1_step(model_config, shape, torch.device("cpu"), amp=False))
+    def fake_peak(model_config, shape, device, amp, checkpoint_views):
+        assert checkpoint_views == 2  # measured as training will run it
+        steps.append(capacity.path1_step(model_config, shape, torch.device("cpu"), False, checkpoint_views))
         return 1e4 * math.prod(shape)
 
     monkeypatch.setattr(capacity, "step_peak_bytes", fake_peak)
     with caplog.at_level(logging.INFO, logger="vol25d.capacity"):
-        cap = capacity.plan_voxel_cap(config, (12, 16, 16), torch.device("cuda"), True, cached_cases=3)
+        cap = capacity.plan_voxel_cap(config, (12, 16, 16), torch.device("cuda"), True, cached_cases=3,
+                                      checkpoint_views=2)
     cache = 3 * config.directions * 1 * 12 * 23 * 4  # m views of D × S bins (S = 23 for 16 × 16), float32
     assert len(steps) == 1 and math.isfinite(steps[0])
     assert cap == int(12 * 16 * 16 * (0.8 * free - cache) / (1e4 * 12 * 16 * 16))
@@ -131,7 +133,7 @@ def test_on_a_gpu_the_cap_is_also_what_host_memory_holds(monkeypatch, caplog):
     config = ModelConfig(**TINY_MODEL)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * 2**30, 80 * 2**30))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a test GPU")
-    monkeypatch.setattr(capacity, "step_peak_bytes", lambda model_config, shape, device, amp: 1e3 * math.prod(shape))
+    monkeypatch.setattr(capacity, "step_peak_bytes", lambda model_config, shape, device, amp, views: 1e3 * math.prod(shape))
     monkeypatch.setattr(capacity, "available_ram_bytes", lambda: 1e9)
     with caplog.at_level(logging.INFO, logger="vol25d.capacity"):
         cap = capacity.plan_voxel_cap(config, (100, 200, 200), torch.device("cuda"), True, held_cases=274)

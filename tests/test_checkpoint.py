@@ -82,3 +82,16 @@ def test_an_image_reconstruction_round_trips_with_its_margin_and_softness(tmp_pa
     loaded = model_from_checkpoint(load_checkpoint(path), path)
     assert loaded.config.reconstruction == "image"
     assert float(loaded.explanation.margin.detach()) == pytest.approx(0.25)
+
+
+def test_a_checkpoint_that_saved_memory_controls_loads_and_runs_with_the_given_ones(tmp_path):
+    """Before they became runtime arguments, every checkpoint carried view_chunk and checkpoint_views."""
+    model = Random25DUNet(1, 1, **SMALL)
+    values = _values(model)
+    values["model_config"].update(view_chunk=2, checkpoint_views=1)  # as written by vol25d 0.x
+    path = save_checkpoint(values, tmp_path / "path2.pt")
+    loaded = model_from_checkpoint(load_checkpoint(path), path)
+    assert "view_chunk" not in loaded.config.to_dict()
+    assert (loaded.view_chunk, loaded.checkpoint_views) == (16, 0)  # the defaults, not the saved ones
+    x = torch.rand(1, 1, 8, 8, 8)
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))

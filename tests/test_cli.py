@@ -114,6 +114,16 @@ def test_predict_probabilities_and_folder_output(run, phantoms, tmp_path):
     assert probabilities.min() >= 0 and probabilities.max() <= 1
 
 
+def test_predict_view_chunk_bounds_memory_not_the_result(run, phantoms, tmp_path):
+    """--view-chunk is a runtime memory control: any chunk gives the same probabilities."""
+    source = sorted((phantoms / "imagesTr").iterdir())[0]
+    for chunk in (1, 16):
+        vol25d("predict", "-i", source, "-o", tmp_path / f"p{chunk}.nii.gz", "-m", run / "path2.pt", "--probabilities",
+               "--view-chunk", chunk)
+    one, all_ = (np.asarray(nib.load(tmp_path / f"p{c}.nii.gz").dataobj) for c in (1, 16))
+    np.testing.assert_allclose(one, all_, atol=1e-5)
+
+
 def test_evaluate_prints_a_table_and_writes_csv(run, phantoms, tmp_path):
     vol25d("predict", "-i", phantoms / "imagesTr", "-o", tmp_path / "pred", "-m", run / "path2.pt")
     result = vol25d("evaluate", "--pred", tmp_path / "pred", "--ref", phantoms / "labelsTr", "--csv", tmp_path / "scores.csv")

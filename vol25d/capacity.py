@@ -34,15 +34,16 @@ BUDGET_FRACTION = 0.8
 _ATTEMPTS = 6
 
 
-def path1_step(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device, amp: bool = True) -> float:
+def path1_step(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device, amp: bool = True,
+               checkpoint_views: int = 0) -> float:
     """Run one path-1 training step of a fresh model on a random ``(1, C, D, H, W)`` volume; its loss.
 
     The step is the training step of :func:`vol25d.train.train` with its loss (3-D Dice + BCE and the Dice
-    of the views), so its memory is training's.
+    of the views) and its activation checkpointing (``checkpoint_views``), so its memory is training's.
     """
     from vol25d.train import Objective, TrainConfig  # the training stack, only when planning
 
-    model = Random25DUNet.from_config(config).to(device).train()
+    model = Random25DUNet.from_config(config, checkpoint_views=checkpoint_views).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters())
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(1, config.in_channels, *shape_dhw, generator=generator).to(device)
@@ -56,14 +57,15 @@ def path1_step(config: ModelConfig, shape_dhw: tuple[int, int, int], device: tor
     return float(loss.detach())
 
 
-def step_peak_bytes(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device, amp: bool = True) -> float:
+def step_peak_bytes(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device, amp: bool = True,
+                    checkpoint_views: int = 0) -> float:
     """Peak CUDA memory of :func:`path1_step` above what was allocated before it; ``inf`` when it runs out."""
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     try:
-        path1_step(config, shape_dhw, device, amp)
+        path1_step(config, shape_dhw, device, amp, checkpoint_views)
         torch.cuda.synchronize(device)
         return float(torch.cuda.max_memory_allocated(device) - before)
     except torch.cuda.OutOfMemoryError:
@@ -131,13 +133,14 @@ def ram_voxel_cap(config: ModelConfig, held_cases: int, available: float | None)
 
 
 def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device, amp: bool,
-                   cached_cases: int = 0, held_cases: int = 0) -> int:
+                   cached_cases: int = 0, held_cases: int = 0, checkpoint_views: int = 0) -> int:
     """The voxel cap of training ``config`` on ``device`` for a median image of ``shape_dhw`` voxels.
 
     CPU: :data:`DEFAULT_MAX_VOXELS`. CUDA: measured with :func:`fit_voxel_cap` in
     :data:`BUDGET_FRACTION` of the free memory, less path 2's cache of U's views of ``cached_cases``
     volumes of that shape (``m`` views each, float32; with the image's views for ``reconstruction="image"``),
-    and at most what keeps ``held_cases`` preprocessed cases in host memory (:func:`ram_voxel_cap`).
+    and at most what keeps ``held_cases`` preprocessed cases in host memory (:func:`ram_voxel_cap`); the
+    step checkpoints U's activations as training will (``checkpoint_views``).
     """
     if device.type != "cuda":
         voxels = math.prod(shape_dhw)
@@ -151,7 +154,8 @@ def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device:
     planes = config.out_channels + (1 if config.reconstruction == "image" else 0)
     cache = cached_cases * config.directions * planes * depth * default_detector(height, width) * 4
     budget = BUDGET_FRACTION * free - cache
-    cap, peak, shape = fit_voxel_cap(lambda s: step_peak_bytes(config, s, device, amp), shape_dhw, budget)
+    cap, peak, shape = fit_voxel_cap(lambda s: step_peak_bytes(config, s, device, amp, checkpoint_views),
+                                     shape_dhw, budget)
     full = tuple(shape) == tuple(shape_dhw)
     log.info("%s: a path-1 step of %s voxels peaks at %.2f GiB of %.1f GiB free (%.1f GiB total, %.2f GiB for "
              "path 2's view cache): %s; voxel cap %d", torch.cuda.get_device_name(device),

@@ -79,6 +79,10 @@ def _config_file(path: str | None, run_path: int | None = None) -> dict:
             raise InputError(f"{file}: section {section!r} must be a mapping of settings; got {type(settings).__name__} "
                              f"{str(settings)[:40]!r}")
         bad = sorted(map(str, set(settings) - set(known)))
+        moved = sorted(set(bad) & {"view_chunk", "checkpoint_views"}) if section == "model" else []
+        if moved:
+            raise InputError(f"{file}: {', '.join(moved)} are memory controls of training, not model settings; move "
+                             "them to the train section")
         if bad:
             raise InputError(f"{file}: unknown setting(s) {bad} in section {section!r}; known: {', '.join(sorted(known))}")
         for key, value in settings.items():
@@ -150,7 +154,7 @@ def _cmd_train(args) -> int:
         raise InputError(f"--init keeps the preprocessing and projection of {args.init}; drop --projection and the "
                          "config's preprocess section")
     train_values = dict(file["train"])
-    for key in ("epochs", "steps_per_case", "lr", "seed", "device"):
+    for key in ("epochs", "steps_per_case", "lr", "seed", "device", "view_chunk", "checkpoint_views"):
         if getattr(args, key) is not None:
             train_values[key] = getattr(args, key)
     if args.amp is not None:
@@ -210,7 +214,7 @@ def _cmd_predict(args) -> int:
     _set_threads(args, args.device)
     written = predict(args.input, args.output, args.model, threshold=args.threshold, probabilities=args.probabilities,
                       save_probabilities=args.save_probabilities, tta=args.tta, min_size=args.min_size,
-                      report=args.report, device=args.device, resume=args.resume)
+                      report=args.report, device=args.device, resume=args.resume, view_chunk=args.view_chunk)
     print(f"wrote {len(written)} file(s) to {args.output}{_peak_gpu_memory()}")
     return 0
 
@@ -339,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA (default on)")
     p.add_argument("--seed", type=int, help="seed of weights, split, order, views and augmentation (default 0)")
+    p.add_argument("--view-chunk", type=int, metavar="N", help="memory: views pushed through U at once in validation "
+                   "and path 2's view cache (default 16)")
+    p.add_argument("--checkpoint-views", type=int, metavar="N", help="memory, path 1: recompute U's activations in the "
+                   "backward over chunks of N views (default 0: keep them)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/pathN_last.pt")
     p.set_defaults(run=_cmd_train)
 
@@ -367,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continue", dest="resume", action="store_true",
                    help="skip cases whose outputs all exist (outputs are written atomically: one that exists is whole)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--view-chunk", type=int, default=16, metavar="N",
+                   help="views pushed through U at once (default 16); lower it when the GPU runs out of memory")
     p.set_defaults(run=_cmd_predict)
 
     p = _command(commands, "evaluate", "Dice, HD95, clDice and volume difference of predictions against labels",

@@ -22,7 +22,7 @@ from vol25d.data.preprocess import PreprocessConfig, preprocess_image, restore
 from vol25d.device import autocast, resolve_device
 from vol25d.errors import InputError
 from vol25d.io import READ_SUFFIXES, WRITE_SUFFIXES, Volume, image_suffix, is_dicom_folder, read_volume, write_volume
-from vol25d.model import Random25DUNet
+from vol25d.model import DEFAULT_VIEW_CHUNK, Random25DUNet, check_memory_controls
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,17 @@ class Predictor:
     source: Path | None = None
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str = "auto", amp: bool = True) -> "Predictor":
-        """Load a ``path1.pt`` or ``path2.pt`` (safely: tensors and plain values only)."""
+    def load(cls, checkpoint: str | Path, device: str = "auto", amp: bool = True,
+             view_chunk: int = DEFAULT_VIEW_CHUNK) -> "Predictor":
+        """Load a ``path1.pt`` or ``path2.pt`` (safely: tensors and plain values only); the model runs
+        ``view_chunk`` views through U at once (memory grows with it)."""
+        try:
+            check_memory_controls(view_chunk, 0)
+        except ValueError as error:
+            raise InputError(str(error)) from None
         values = load_checkpoint(checkpoint)
         model = model_from_checkpoint(values, checkpoint)
+        model.view_chunk = view_chunk
         target = resolve_device(device)
         model.to(target).eval()
         return cls(
@@ -227,6 +234,7 @@ def predict(
     report: bool = False,
     device: str = "auto",
     resume: bool = False,
+    view_chunk: int = DEFAULT_VIEW_CHUNK,
 ) -> list[Path]:
     """Segment an image file or a folder of them and write the results with each input's geometry.
 
@@ -247,6 +255,7 @@ def predict(
         device: ``"auto"``, ``"cuda"`` or ``"cpu"``.
         resume: skip cases whose every output file exists already (files are written atomically, so a file
             that exists is complete): continues a folder an interrupted run left half done.
+        view_chunk: views pushed through U at once; lower it when the device runs out of memory.
 
     A multi-label model writes 4-D uint8 labels (one channel per class) and, beside them, a 3-D
     ``<case>_labelmap<ending>`` that Slicer and ITK-SNAP open as a segmentation (see :func:`label_map`).
@@ -261,7 +270,7 @@ def predict(
                          "them beside the labels; pass one of them")
     inputs, output = Path(inputs), Path(output)
     cases = _cases(inputs)
-    predictor = Predictor.load(checkpoint, device)
+    predictor = Predictor.load(checkpoint, device, view_chunk=view_chunk)
     single_file = len(cases) == 1 and (inputs.is_file() or is_dicom_folder(inputs)) and _ending(output) is not None
     if single_file and _ending(output) not in WRITE_SUFFIXES:
         raise InputError(f"{output}: vol25d writes {', '.join(WRITE_SUFFIXES)}; name the output with one of them")

@@ -20,7 +20,8 @@ from vol25d.device import full_precision
 from vol25d.geometry import default_detector, equal_angles
 from vol25d.ops import backproject, backproject_explained, filter_views, mip, project, ramp_filter
 
-__all__ = ["ModelConfig", "Random25DUNet", "ViewUNet", "Filtration", "Explanation", "Head"]
+__all__ = ["ModelConfig", "Random25DUNet", "ViewUNet", "Filtration", "Explanation", "Head", "RUNTIME_SETTINGS",
+           "DEFAULT_VIEW_CHUNK", "check_memory_controls"]
 
 _PROJECTIONS = ("mip", "sum")
 _ACTIVATIONS = ("sigmoid", "softmax")
@@ -28,6 +29,19 @@ _HEAD_NORMS = ("affine", "instance")
 _HEAD_POOLS = ("none", "avg", "learned")
 _FILTER_INITS = ("identity", "ramlak")
 _RECONSTRUCTIONS = ("seed", "image")
+
+
+# Memory controls, arguments of the model (and of training and prediction) rather than settings saved with it:
+# views pushed through U at once outside training, and views per activation-checkpointed chunk in training.
+RUNTIME_SETTINGS = ("view_chunk", "checkpoint_views")
+DEFAULT_VIEW_CHUNK = 16
+
+
+def check_memory_controls(view_chunk: int, checkpoint_views: int) -> None:
+    """``view_chunk`` ≥ 1 and ``checkpoint_views`` ≥ 0, whole numbers; else ``ValueError`` naming the setting."""
+    for name, value, least in (("view_chunk", view_chunk, 1), ("checkpoint_views", checkpoint_views, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer ≥ {least}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -76,9 +90,9 @@ class ModelConfig:
             (experiments/results/ceiling.md), but lowers it from 0.90 to 0.88 on the GI-tract-like phantoms,
             whose organs are not the brightest thing along a ray (experiments/results/ceiling_gi.md): hence
             not the default.
-        view_chunk: views pushed through U at once at inference (bounds memory).
-        checkpoint_views: in training, recompute U's activations in the backward over chunks of this many
-            views (activation checkpointing); ``0`` keeps them.
+
+    Memory controls are not model settings: ``view_chunk`` and ``checkpoint_views`` are arguments of
+    :class:`Random25DUNet` (and of training and prediction), so a model trained with one may run with another.
     """
 
     in_channels: int = 1
@@ -96,13 +110,11 @@ class ModelConfig:
     head_norm: Literal["affine", "instance"] = "affine"
     head_pool: Literal["none", "avg", "learned"] = "none"
     reconstruction: Literal["seed", "image"] = "seed"
-    view_chunk: int = 16
-    checkpoint_views: int = 0
 
     def __post_init__(self):
         if self.filter_radius is None:
             object.__setattr__(self, "filter_radius", 96 if self.filter_init == "ramlak" else 8)
-        for name in ("in_channels", "out_channels", "directions", "views", "filter_radius", "view_chunk"):
+        for name in ("in_channels", "out_channels", "directions", "views", "filter_radius"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer ≥ 1; got {value!r}")
@@ -136,6 +148,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
+        """The settings of a dict; the memory controls that checkpoints written before they became runtime
+        arguments carry (:data:`RUNTIME_SETTINGS`) are dropped."""
+        values = {k: v for k, v in values.items() if k not in RUNTIME_SETTINGS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -264,6 +279,9 @@ class Random25DUNet(nn.Module):
 
     Args:
         in_channels, out_channels: image channels ``C`` and foreground classes ``K``.
+        view_chunk: views pushed through U at once outside training (bounds inference memory).
+        checkpoint_views: in training, recompute U's activations in the backward over chunks of this many
+            views (activation checkpointing); ``0`` keeps them.
         **settings: any other field of :class:`ModelConfig`.
 
     Shapes:
@@ -275,10 +293,13 @@ class Random25DUNet(nn.Module):
         torch.Size([1, 1, 8, 8, 8])
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, **settings):
+    def __init__(self, in_channels: int = 1, out_channels: int = 1, *, view_chunk: int = DEFAULT_VIEW_CHUNK,
+                 checkpoint_views: int = 0, **settings):
         super().__init__()
         config = settings.pop("config", None) or ModelConfig(in_channels=in_channels, out_channels=out_channels, **settings)
         self.config = config
+        check_memory_controls(view_chunk, checkpoint_views)
+        self.view_chunk, self.checkpoint_views = view_chunk, checkpoint_views
         self.unet = ViewUNet(config)
         self.filtration = Filtration(config.out_channels, config.filter_radius, config.filter_init, config.filter_fixed_dc)
         self.explanation = Explanation(config.out_channels) if config.reconstruction == "image" else None
@@ -294,8 +315,9 @@ class Random25DUNet(nn.Module):
         self.unet_frozen = False
 
     @classmethod
-    def from_config(cls, config: ModelConfig) -> "Random25DUNet":
-        return cls(config=config)
+    def from_config(cls, config: ModelConfig, *, view_chunk: int = DEFAULT_VIEW_CHUNK,
+                    checkpoint_views: int = 0) -> "Random25DUNet":
+        return cls(config=config, view_chunk=view_chunk, checkpoint_views=checkpoint_views)
 
     def seed_directions(self, seed: int) -> None:
         """Seed the draw of training directions (the model's own generator; torch's global RNG untouched)."""
@@ -345,7 +367,7 @@ class Random25DUNet(nn.Module):
     def view_probabilities(self, views: torch.Tensor) -> torch.Tensor:
         """U: per-class probability that each view pixel's ray meets the object, ``(B, K, p, D, S)``,
         float32 (U itself runs in bf16 under autocast)."""
-        chunk = self.config.checkpoint_views
+        chunk = self.checkpoint_views
         if self.training and chunk and torch.is_grad_enabled() and not self.unet_frozen:
             parts = [
                 checkpoint(self.unet, views[:, :, i : i + chunk], use_reentrant=False)
@@ -413,7 +435,7 @@ class Random25DUNet(nn.Module):
 
     def _view_chunks(self, x: torch.Tensor, angles: torch.Tensor):
         """``(angles, views, U's probabilities)`` for consecutive chunks of ``view_chunk`` directions."""
-        chunk = self.config.view_chunk
+        chunk = self.view_chunk
         for start in range(0, angles.numel(), chunk):
             part = angles[start : start + chunk]
             views = self.views(x, part)

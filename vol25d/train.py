@@ -42,7 +42,7 @@ from vol25d.data.preprocess import PreprocessConfig
 from vol25d.device import amp_enabled, autocast, full_precision, resolve_device
 from vol25d.errors import InputError
 from vol25d.files import atomic_path
-from vol25d.model import ModelConfig, Random25DUNet
+from vol25d.model import DEFAULT_VIEW_CHUNK, ModelConfig, Random25DUNet, check_memory_controls
 from vol25d.ops import mip
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,10 @@ class TrainConfig:
         device: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``.
         seed: seeds weights, the split, the order of cases, the drawn directions and the augmentation.
         augment: path-1 augmentation (path 2 trains on U's cached views, so none there).
+        view_chunk: views pushed through U at once when all ``m`` directions are used (validation, path 2's
+            view cache): a memory control, not saved with the model.
+        checkpoint_views: path 1: recompute U's activations in the backward over chunks of this many views
+            (activation checkpointing; less memory, a second forward of U); ``0`` keeps them.
     """
 
     path: Literal[1, 2] = 1
@@ -96,6 +100,8 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    view_chunk: int = DEFAULT_VIEW_CHUNK
+    checkpoint_views: int = 0
 
     def __post_init__(self):
         if self.path not in (1, 2):
@@ -112,6 +118,10 @@ class TrainConfig:
             raise InputError(f"loss must be 'dice' or 'dice+bce'; got {self.loss!r}")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise InputError(f"device must be 'auto', 'cpu' or 'cuda'; got {self.device!r}")
+        try:
+            check_memory_controls(self.view_chunk, self.checkpoint_views)
+        except ValueError as error:
+            raise InputError(str(error)) from None
         if self.lr is None:
             object.__setattr__(self, "lr", 3e-3)
         if isinstance(self.augment, dict):
@@ -235,7 +245,7 @@ def _check_init_fits(values: dict, dataset: DatasetInfo, init: Path) -> None:
 
 
 # Model settings a fine-tuning run may change: none of them shapes a weight.
-FINE_TUNE_MODEL_SETTINGS = ("directions", "views", "view_chunk", "checkpoint_views")
+FINE_TUNE_MODEL_SETTINGS = ("directions", "views")
 
 
 def _fine_tune_model(values: dict, init: Path, model_config: ModelConfig | None) -> Random25DUNet:
@@ -412,10 +422,12 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
         preprocess = PreprocessConfig.from_dict(init_values["preprocess"])
 
     amp = amp_enabled(device, config.amp)
+    model.view_chunk, model.checkpoint_views = config.view_chunk, config.checkpoint_views
 
     def voxel_cap(shape):  # measured on every process's GPU; rank 0's cap plans them all alike
         cached = math.ceil(len(train_cases) / world) + len(val_cases)
-        cap = plan_voxel_cap(model.config, shape, device, amp, cached, len(train_cases) + len(val_cases))
+        cap = plan_voxel_cap(model.config, shape, device, amp, cached, len(train_cases) + len(val_cases),
+                             config.checkpoint_views)
         return distributed.broadcast(cap)
 
     train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options,
