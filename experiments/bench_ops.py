@@ -39,7 +39,7 @@ from monai.losses import DiceLoss
 
 import vol25d
 from vol25d.device import autocast
-from vol25d.geometry import default_detector, equal_angles, ray_samples
+from vol25d.geometry import default_detector, equal_angles, random_directions, ray_samples
 from vol25d.model import DEFAULT_VIEW_CHUNK, Random25DUNet
 from vol25d.ops import backproject, mip, project
 from vol25d.ops.backend import kernels_for
@@ -207,11 +207,13 @@ def model_call(kind: str, shape: tuple[int, int, int], views: int, directions: i
     label = (volume > 1.5).float()
     loss_fn = DiceLoss(include_background=True, smooth_nr=1e-5, smooth_dr=1e-5)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
+        angles = random_directions(model.config.directions, model.config.views, generator).to(device)
         with autocast(device):
-            loss = loss_fn(model(volume).float(), label)
+            loss = loss_fn(model(volume, angles).float(), label)
         loss.backward()
         optimizer.step()
 

@@ -34,6 +34,7 @@ def worker(threads: int, steps: int, data: Path) -> dict:
     from vol25d.data.dataset import load_dataset
     from vol25d.data.prepare import prepare_cases
     from vol25d.demo import DemoSettings
+    from vol25d.geometry import random_directions
     from vol25d.model import Random25DUNet
     from vol25d.ops import mip
     from vol25d.train import Objective, TrainConfig
@@ -43,7 +44,7 @@ def worker(threads: int, steps: int, data: Path) -> dict:
     demo = DemoSettings.cpu()
     torch.manual_seed(0)
     model = Random25DUNet(1, 1, directions=demo.directions, views=demo.views, num_res_units=demo.unet_res_units)
-    model.seed_directions(0)
+    directions = torch.Generator().manual_seed(0)
     config = TrainConfig(path=1, amp=False, device="cpu")
     objective = Objective(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
@@ -51,7 +52,7 @@ def worker(threads: int, steps: int, data: Path) -> dict:
 
     def step(case):
         image, label = augment(case.image[None], case.label[None].float(), config.augment)
-        angles = model.draw_angles()
+        angles = random_directions(demo.directions, demo.views, directions)
         output, views = model(image, angles, return_views=True)
         loss = objective(output.float(), label, views.float(), mip(label, angles))
         optimizer.zero_grad(set_to_none=True)

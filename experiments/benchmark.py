@@ -68,6 +68,7 @@ from vol25d.infer import Predictor
 from vol25d.metrics import cldice, dice, hd95
 from vol25d.model import ModelConfig, Random25DUNet
 from vol25d.device import amp_enabled, autocast, resolve_device
+from vol25d.geometry import random_directions
 from vol25d.train import Objective, TrainConfig, lr_schedule, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -389,7 +390,8 @@ def sweep(settings: Settings, sizes=SWEEP_SIZES) -> list[dict]:
                 if name == "vol25d":
                     model = Random25DUNet.from_config(_model_config(settings)).to(device).train()
                     objective = Objective(config)
-                    angles = model.draw_angles()
+                    angles = random_directions(model.config.directions, model.config.views,
+                                               torch.Generator().manual_seed(0)).to(device)
                     from vol25d.ops import mip
 
                     with autocast(device, settings.amp):

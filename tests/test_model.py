@@ -3,10 +3,15 @@
 import pytest
 import torch
 
-from vol25d.geometry import default_detector
+from vol25d.geometry import default_detector, random_directions
 from vol25d.model import ModelConfig, Random25DUNet
 
 SMALL = dict(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, directions=8, views=3)
+
+
+def drawn(model: Random25DUNet, seed: int = 0) -> torch.Tensor:
+    """The p directions of one training step, as training draws them."""
+    return random_directions(model.config.directions, model.config.views, torch.Generator().manual_seed(seed))
 
 
 def test_output_shape_any_size_at_least_8():
@@ -14,7 +19,7 @@ def test_output_shape_any_size_at_least_8():
     for shape in [(8, 8, 8), (9, 13, 10), (12, 8, 11)]:
         x = torch.rand(2, 2, *shape)
         model.train()
-        assert model(x).shape == (2, 3, *shape)
+        assert model(x, drawn(model)).shape == (2, 3, *shape)
         model.eval()
         with torch.no_grad():
             out = model(x)
@@ -24,14 +29,20 @@ def test_output_shape_any_size_at_least_8():
 
 def test_training_draws_p_directions_reproducibly():
     model = Random25DUNet(1, 1, **SMALL)
-    model.seed_directions(7)
-    first = [model.draw_angles() for _ in range(3)]
-    model.seed_directions(7)
-    again = [model.draw_angles() for _ in range(3)]
+    generator = torch.Generator().manual_seed(7)
+    first = [random_directions(8, 3, generator) for _ in range(3)]
+    generator.manual_seed(7)
+    again = [random_directions(8, 3, generator) for _ in range(3)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
-    assert all(a.numel() == 3 for a in first)
+    assert all(a.numel() == 3 and torch.equal(a, a.sort().values) for a in first)
     assert all(set(a.tolist()) <= set(model.angles.tolist()) for a in first)
     assert not all(torch.equal(first[0], a) for a in first[1:])
+
+
+def test_a_training_step_must_pass_its_directions():
+    model = Random25DUNet(1, 1, **SMALL).train()
+    with pytest.raises(ValueError, match="random_directions"):
+        model(torch.rand(1, 1, 8, 8, 8))
 
 
 def test_eval_chunks_give_the_same_result_as_one_pass():
@@ -67,7 +78,7 @@ def test_forward_is_the_method_step_by_step():
     x = torch.rand(1, 1, 8, 10, 10)
     angles = model.angles
     with torch.no_grad():
-        views = model.views(x, angles)
+        views = model.projections(x, angles)
         probabilities = model.view_probabilities(views)
         volume = model.reconstruct(probabilities, angles, (10, 10))
         torch.testing.assert_close(model(x), model.head(volume), atol=1e-5, rtol=1e-4)
@@ -83,7 +94,7 @@ def test_sum_projection_and_softmax_options():
 
 def test_gradients_reach_unet_filtration_and_head():
     model = Random25DUNet(1, 1, **SMALL).train()
-    model(torch.rand(1, 1, 8, 8, 8)).mean().backward()
+    model(torch.rand(1, 1, 8, 8, 8), drawn(model)).mean().backward()
     for name in ("unet", "filtration", "head"):
         grads = [p.grad for p in getattr(model, name).parameters()]
         assert all(g is not None and g.abs().sum() > 0 for g in grads), name
@@ -94,7 +105,7 @@ def test_freeze_unet_keeps_filtration_and_head_trainable():
     model.freeze_unet()
     model.train()
     assert not model.unet.training
-    model(torch.rand(1, 1, 8, 8, 8)).mean().backward()
+    model(torch.rand(1, 1, 8, 8, 8), drawn(model)).mean().backward()
     assert all(p.grad is None for p in model.unet.parameters())
     assert model.filtration.kernel.grad is not None
 
@@ -106,8 +117,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
     checkpointed = Random25DUNet(1, 1, checkpoint_views=1, **SMALL)
     checkpointed.load_state_dict(plain.state_dict())
     for model in (plain, checkpointed):
-        model.seed_directions(3)
-        model.train()(x).sum().backward()
+        model.train()(x, drawn(model, 3)).sum().backward()
     torch.testing.assert_close(checkpointed.filtration.kernel.grad, plain.filtration.kernel.grad)
 
 
@@ -126,7 +136,7 @@ def test_training_step_keeps_no_per_view_copy_of_the_volume():
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(x).mean()
+        loss = model(x, drawn(model)).mean()
     loss.backward()
     assert len(sizes) > 10, "the hook saw the graph"
     assert max(sizes) < p * depth * height * width
@@ -217,7 +227,7 @@ def test_image_reconstruction_is_the_explained_back_projection_step_by_step():
     x = torch.rand(1, 2, 8, 10, 10)
     angles = model.angles
     with torch.no_grad():
-        views = model.views(x, angles)
+        views = model.projections(x, angles)
         probabilities = model.view_probabilities(views)
         volume = model.reconstruct(probabilities, angles, (10, 10), x, views)
         margin, softness = torch.full((1,), 0.1), torch.full((1,), 0.3)
@@ -238,7 +248,7 @@ def test_image_reconstruction_chunks_and_trains_its_margin_and_softness():
     with torch.no_grad():
         torch.testing.assert_close(chunked(x), whole(x), atol=1e-5, rtol=1e-4)
     model = Random25DUNet(1, 2, **IMAGE).train()
-    model(x).mean().backward()
+    model(x, drawn(model)).mean().backward()
     for param in (model.explanation.margin, model.explanation.log_softness, model.filtration.kernel):
         assert param.grad is not None and float(param.grad.abs().sum()) > 0
     assert any(float(p.grad.abs().sum()) > 0 for p in model.unet.parameters())
@@ -258,7 +268,7 @@ def test_image_reconstruction_keeps_no_per_view_copy_of_the_volume():
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(x).mean()
+        loss = model(x, drawn(model)).mean()
     loss.backward()
     assert max(sizes) < p * depth * height * width
 

@@ -20,7 +20,7 @@ import torch
 
 from vol25d.data.preprocess import DEFAULT_MAX_VOXELS, MIN_SIZE
 from vol25d.device import autocast
-from vol25d.geometry import default_detector
+from vol25d.geometry import default_detector, random_directions
 from vol25d.model import ModelConfig, Random25DUNet
 from vol25d.ops import mip
 
@@ -48,7 +48,7 @@ def path1_step(config: ModelConfig, shape_dhw: tuple[int, int, int], device: tor
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(1, config.in_channels, *shape_dhw, generator=generator).to(device)
     label = (torch.rand(1, config.out_channels, *shape_dhw, generator=generator) > 0.95).float().to(device)
-    angles = model.draw_angles().to(device)
+    angles = random_directions(config.directions, config.views, generator).to(device)
     with autocast(device, amp):
         output, views = model(image, angles, return_views=True)
     loss = Objective(TrainConfig())(output, label, views, mip(label, angles))

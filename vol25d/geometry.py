@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "default_detector",
     "equal_angles",
+    "random_directions",
     "detector_centres",
     "voxel_detector_coords",
     "ray_samples",
@@ -44,6 +45,15 @@ def equal_angles(count: int, *, dtype: torch.dtype = torch.float32, device=None)
     if count < 1:
         raise ValueError(f"number of directions must be ≥ 1; got {count}")
     return torch.arange(count, dtype=torch.float64, device=device).mul(math.pi / count).to(dtype)
+
+
+def random_directions(directions: int, views: int, generator: torch.Generator) -> torch.Tensor:
+    """``views`` (``p``) of the ``directions`` (``m``) equal angles, drawn without replacement from
+    ``generator`` and sorted: the directions of one path-1 training step. Returns ``(p,)`` float32."""
+    if not 1 <= views <= directions:
+        raise ValueError(f"views (p = {views}) must be between 1 and directions (m = {directions})")
+    chosen = torch.randperm(directions, generator=generator)[:views]
+    return equal_angles(directions)[chosen.sort().values]
 
 
 def detector_centres(detector: int, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:

@@ -273,9 +273,9 @@ class Head(nn.Module):
 class Random25DUNet(nn.Module):
     """Fully 3D segmentation from 2D views: ``head(backproject(filtration(unet(mip(x)))) / p)``.
 
-    In training mode each call draws ``p`` of the ``m`` directions at random (seed it with
-    :meth:`seed_directions`); in eval mode it uses all ``m``, ``view_chunk`` views at a time, so memory is
-    the volume plus one chunk of views.
+    A training step passes the ``p`` directions it drew (:func:`~vol25d.geometry.random_directions`; the
+    drawing belongs to training); inference uses all ``m``, ``view_chunk`` views at a time, so memory is the
+    volume plus one chunk of views.
 
     Args:
         in_channels, out_channels: image channels ``C`` and foreground classes ``K``.
@@ -290,6 +290,10 @@ class Random25DUNet(nn.Module):
     Example:
         >>> model = Random25DUNet(1, 1, directions=8, views=2, channels=(4, 8), strides=(2,)).eval()
         >>> model(torch.rand(1, 1, 8, 8, 8)).shape
+        torch.Size([1, 1, 8, 8, 8])
+        >>> from vol25d.geometry import random_directions
+        >>> angles = random_directions(8, 2, torch.Generator().manual_seed(0))
+        >>> model.train()(torch.rand(1, 1, 8, 8, 8), angles).shape
         torch.Size([1, 1, 8, 8, 8])
     """
 
@@ -310,23 +314,12 @@ class Random25DUNet(nn.Module):
             threshold = 0.6
         self.head = Head(config.out_channels, config.head_norm, config.activation, config.head_pool, threshold, steepness)
         self.register_buffer("angles", equal_angles(config.directions), persistent=False)
-        self.generator = torch.Generator()
-        self.generator.manual_seed(0)
         self.unet_frozen = False
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, view_chunk: int = DEFAULT_VIEW_CHUNK,
                     checkpoint_views: int = 0) -> "Random25DUNet":
         return cls(config=config, view_chunk=view_chunk, checkpoint_views=checkpoint_views)
-
-    def seed_directions(self, seed: int) -> None:
-        """Seed the draw of training directions (the model's own generator; torch's global RNG untouched)."""
-        self.generator.manual_seed(seed)
-
-    def draw_angles(self) -> torch.Tensor:
-        """``p`` of the ``m`` directions, drawn without replacement, sorted. Returns ``(p,)``."""
-        chosen = torch.randperm(self.config.directions, generator=self.generator)[: self.config.views]
-        return self.angles[chosen.sort().values.to(self.angles.device)]
 
     def freeze_unet(self) -> None:
         """Path 2: U in eval mode with no gradient; F and T stay trainable."""
@@ -358,8 +351,8 @@ class Random25DUNet(nn.Module):
             raise ValueError(f"input must be at least 8 voxels along D, H and W; got {tuple(x.shape[2:])}")
 
     # The method, operator by operator.
-    def views(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-        """M: ``(B, C, D, H, W)`` → ``(B, C, p, D, S)``. The input never needs a gradient here."""
+    def projections(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """M: the views, ``(B, C, D, H, W)`` → ``(B, C, p, D, S)``. The input never needs a gradient here."""
         operator = mip if self.config.projection == "mip" else project
         detector = default_detector(x.shape[-2], x.shape[-1])
         return operator(x.detach(), angles.to(x.device), detector)
@@ -399,18 +392,26 @@ class Random25DUNet(nn.Module):
             return self.explanation(filtered, image_views[:, :1].float(), image[:, :1].float(), angles) / angles.numel()
 
     def forward(self, x: torch.Tensor, angles: torch.Tensor | None = None, return_views: bool = False):
-        """Probabilities ``(B, K, D, H, W)``; with ``return_views`` (training only) also U's view
-        probabilities ``(B, K, p, D, S)`` for deep supervision."""
+        """M → U → F → R → T: probabilities ``(B, K, D, H, W)`` of the image ``x`` from its views at
+        ``angles`` ``(p,)`` (a training step's drawn directions; default, outside training only, all ``m``).
+
+        Outside training (unless ``return_views``) the views go through U ``view_chunk`` at a time and their
+        reconstructions are summed, which is the same result in less memory. ``return_views`` also returns
+        U's view probabilities ``(B, K, p, D, S)`` (deep supervision).
+        """
         self.check_input(x)
         if angles is None:
-            angles = self.draw_angles() if self.training else self.angles
+            if self.training:
+                raise ValueError("a training step passes its p directions: model(x, angles), angles from "
+                                 "vol25d.geometry.random_directions")
+            angles = self.angles
         plane = (x.shape[-2], x.shape[-1])
-        if not self.training:
+        if not (self.training or return_views):
             return self.head(self._reconstruct_in_chunks(x, angles, plane))
-        views = self.views(x, angles)
-        seg = self.view_probabilities(views)
-        output = self.head(self.reconstruct(seg, angles, plane, x, views))
-        return (output, seg) if return_views else output
+        views = self.projections(x, angles)  # M
+        probabilities = self.view_probabilities(views)  # U
+        output = self.head(self.reconstruct(probabilities, angles, plane, x, views))  # T ∘ R ∘ F
+        return (output, probabilities) if return_views else output
 
     def all_view_probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """U ∘ M at all ``m`` directions, ``view_chunk`` views at a time (path 2 caches these).
@@ -438,7 +439,7 @@ class Random25DUNet(nn.Module):
         chunk = self.view_chunk
         for start in range(0, angles.numel(), chunk):
             part = angles[start : start + chunk]
-            views = self.views(x, part)
+            views = self.projections(x, part)
             yield part, views, self.view_probabilities(views)
 
     def _reconstruct_in_chunks(self, x, angles, plane):

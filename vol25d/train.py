@@ -42,6 +42,7 @@ from vol25d.data.preprocess import PreprocessConfig
 from vol25d.device import amp_enabled, autocast, full_precision, resolve_device
 from vol25d.errors import InputError
 from vol25d.files import atomic_path
+from vol25d.geometry import random_directions
 from vol25d.model import DEFAULT_VIEW_CHUNK, ModelConfig, Random25DUNet, check_memory_controls
 from vol25d.ops import mip
 
@@ -457,14 +458,14 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
     steps_per_epoch = math.ceil(len(train_data) * repeats / world) if config.path == 1 else len(owned) * repeats
     scheduler = lr_schedule(optimizer, config.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(config.seed)
-    model.seed_directions(_rank_seed(config.seed, rank))
+    directions = torch.Generator().manual_seed(_rank_seed(config.seed, rank))  # path 1's draws of p of m
     start_epoch, best = 0, (float("-inf"), 0)
     if resumed is not None:
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
         own_rng = resumed["rng"]["ranks"][rank] if world > 1 else resumed["rng"]
         shuffle.set_state(resumed["rng"]["shuffle"])
-        model.generator.set_state(own_rng["directions"])
+        directions.set_state(own_rng["directions"])
         torch.set_rng_state(own_rng["torch"])
         start_epoch, best = int(resumed["epoch"]), (float(resumed["best_dice"]), int(resumed["best_epoch"]))
 
@@ -518,8 +519,8 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
                 image = case.image[None].to(device)
                 if config.augment.enabled:  # in float32: the label's warp is thresholded after
                     image, label = augment(image, label, config.augment)
-                angles = model.draw_angles()
-                label_views = mip(label, angles.to(device)) if objective.view_weight else None
+                angles = random_directions(model.config.directions, model.config.views, directions).to(device)
+                label_views = mip(label, angles) if objective.view_weight else None
                 with autocast(device, amp):
                     output, views = net(image, angles, return_views=True)
                 loss = objective(output, label, views, label_views)
@@ -534,7 +535,7 @@ def _train(data_dir, out_dir, config, device, model_config, preprocess_options, 
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         train_loss = distributed.mean(sum(losses) / len(losses), device)
-        own_rng = {"directions": model.generator.get_state(), "torch": torch.get_rng_state()}
+        own_rng = {"directions": directions.get_state(), "torch": torch.get_rng_state()}
         every_rng = distributed.gather(own_rng) if world > 1 else None
         if main:
             val_dice = _validate(model, val_data, device, amp, val_cache)
