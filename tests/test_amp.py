@@ -87,4 +87,4 @@ def test_every_loss_goes_through_the_objective():
             name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
             if name in ("binary_cross_entropy", "BCELoss"):
                 callers.append((path.relative_to(root).as_posix(), getattr(node, "owner", None)))
-    assert callers and set(callers) == {("vol25d/train.py", "Objective")}
+    assert callers and set(callers) == {("vol25d/train/objective.py", "Objective")}

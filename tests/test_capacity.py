@@ -108,13 +108,13 @@ def test_planning_asks_for_the_cap_of_the_median_shape(phantoms):
 
 
 def test_train_max_voxels_flag_is_saved_and_path_2_refuses_it(phantoms, tiny_config, tmp_path, capsys):
-    from vol25d.checkpoint import load_checkpoint
+    from vol25d.checkpoint import Checkpoint
     from vol25d.cli import main
 
     run = tmp_path / "run"
     assert main(["-q", "train", "--path", "1", "--data", str(phantoms), "--out", str(run), "--config",
                  str(tiny_config), "--epochs", "1", "--device", "cpu", "--max-voxels", "0"]) == 0
-    assert load_checkpoint(run / "path1.pt")["preprocess"]["max_voxels"] == 0
+    assert Checkpoint.load(run / "path1.pt").preprocess["max_voxels"] == 0
     assert main(["-q", "train", "--path", "2", "--data", str(phantoms), "--out", str(run), "--init",
                  str(run / "path1.pt"), "--max-voxels", "4096"]) == 1
     assert "drop --max-voxels" in capsys.readouterr().err

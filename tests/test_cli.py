@@ -230,16 +230,17 @@ def test_save_probabilities_beside_the_labels_and_continue(run, phantoms, tmp_pa
 
 
 def test_a_multi_label_model_also_writes_a_3d_label_map(run, phantoms, tmp_path, capsys):
-    from vol25d.checkpoint import save_checkpoint
+    import dataclasses
+
+    from vol25d.checkpoint import Checkpoint
     from vol25d.model import ModelConfig, Random25DUNet
 
-    trained = torch.load(run / "path2.pt", weights_only=True)
-    settings = {**trained["model_config"], "out_channels": 2}
-    model = Random25DUNet.from_config(ModelConfig.from_dict(settings))
-    values = {**trained, "model_config": model.config.to_dict(), "state_dict": model.state_dict(),
-              "class_names": ["artery", "vein"], "multi_label": True}
-    values.pop("format"), values.pop("version")
-    checkpoint = save_checkpoint(values, tmp_path / "multi.pt")
+    trained = Checkpoint.load(run / "path2.pt")
+    model = Random25DUNet.from_config(ModelConfig.from_dict({**trained.model_config, "out_channels": 2}))
+    checkpoint = dataclasses.replace(Checkpoint.of_model(model, **{
+        f.name: getattr(trained, f.name) for f in dataclasses.fields(Checkpoint)
+        if f.name not in ("model_config", "state_dict", "unet_frozen")}), class_names=["artery", "vein"],
+        multi_label=True).save(tmp_path / "multi.pt")
     source = sorted((phantoms / "imagesTr").iterdir())[0]
     _in_process(["-q", "predict", "-i", source, "-o", tmp_path / "seg.nii.gz", "-m", checkpoint, "--save-probabilities"], capsys)
     masks = np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj)

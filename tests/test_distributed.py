@@ -78,10 +78,11 @@ def _worker(rank: int, world: int, port: int, phantoms: Path, tiny_config: Path,
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=120))
     import vol25d.train as training
+    import vol25d.train.loop as loop
     from vol25d.model import ModelConfig
 
     wrapped = []
-    real_ddp, real_tqdm = training.DistributedDataParallel, training.tqdm
+    real_ddp, real_tqdm = loop.DistributedDataParallel, loop.tqdm
 
     def recording_ddp(module, **options):
         wrapped.append(module)
@@ -97,17 +98,17 @@ def _worker(rank: int, world: int, port: int, phantoms: Path, tiny_config: Path,
         torch.save({"state_dict": model.state_dict(), "best": [result.best_epoch, result.best_dice]},
                    out / f"{name}_rank{rank}.pt")
 
-    training.DistributedDataParallel = recording_ddp
+    loop.DistributedDataParallel = recording_ddp
     settings = yaml.safe_load(tiny_config.read_text())
     model = ModelConfig.from_dict(settings["model"])
     first = training.TrainConfig(**settings["train"], path=1, epochs=2, device="cpu", seed=5)
     second = training.TrainConfig(**settings["train"], path=2, epochs=1, device="cpu", seed=5)
 
     final_weights("straight", training.train(phantoms, out / "straight", first, model_config=model, quiet=True))
-    training.tqdm = interrupting_tqdm
+    loop.tqdm = interrupting_tqdm
     with pytest.raises(KeyboardInterrupt):
         training.train(phantoms, out / "resumed", first, model_config=model, quiet=True)
-    training.tqdm = real_tqdm
+    loop.tqdm = real_tqdm
     final_weights("resumed", training.train(phantoms, out / "resumed", first, resume=True, quiet=True))
     path1 = out / "straight" / "path1.pt"
     final_weights("path2", training.train(phantoms, out / "straight", second, init=path1, quiet=True))

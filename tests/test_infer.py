@@ -68,16 +68,16 @@ def test_the_report_turns_about_the_checkpoints_rotation_axis(tmp_path, monkeypa
     """A model trained about AP gets its report's MIPs about AP, not the default SI."""
     import vol25d.report
     from conftest import TINY_MODEL
-    from vol25d.checkpoint import save_checkpoint
+    from vol25d.checkpoint import Checkpoint
     from vol25d.data.preprocess import PreprocessConfig
     from vol25d.infer import predict
     from vol25d.io import Volume, write_volume
     from vol25d.model import ModelConfig, Random25DUNet
 
     model = Random25DUNet.from_config(ModelConfig(**TINY_MODEL))
-    save_checkpoint({"model_config": model.config.to_dict(), "class_names": ["vessel"], "channel_names": ["MRA"],
-                     "preprocess": PreprocessConfig(rotation_axis="AP", crop_foreground=False).to_dict(),
-                     "state_dict": model.state_dict()}, tmp_path / "model.pt")
+    Checkpoint.of_model(model, class_names=["vessel"], channel_names=["MRA"],
+                        preprocess=PreprocessConfig(rotation_axis="AP", crop_foreground=False).to_dict()
+                        ).save(tmp_path / "model.pt")
     write_volume(Volume(np.random.default_rng(0).random((12, 14, 10)).astype(np.float32), np.eye(4)),
                  tmp_path / "scan.nii.gz")
     axes, real = [], vol25d.report.to_canonical

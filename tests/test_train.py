@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL
-from vol25d.checkpoint import load_checkpoint
+from vol25d.checkpoint import Checkpoint, MetricsLog
 from vol25d.errors import InputError
 from vol25d.model import ModelConfig, Random25DUNet
 from vol25d.train import TrainConfig, lr_schedule, train
@@ -19,7 +19,7 @@ def cpu(path, **settings):
 
 
 def weights(path):
-    return load_checkpoint(path)["state_dict"]
+    return Checkpoint.load(path).state_dict
 
 
 def changed(before: dict, after: dict, prefix: str) -> bool:
@@ -51,7 +51,7 @@ def test_path_2_changes_no_u_weight_and_trains_f_and_t(path1, phantoms, tmp_path
     before, after = weights(first.checkpoint), weights(second.last_checkpoint)
     assert not changed(before, after, "unet.")
     assert changed(before, after, "filtration.") and changed(before, after, "head.")
-    assert load_checkpoint(second.checkpoint)["unet_frozen"] is True
+    assert Checkpoint.load(second.checkpoint).unet_frozen is True
 
 
 def test_path_2_needs_a_path_1_checkpoint(phantoms, tmp_path):
@@ -60,23 +60,21 @@ def test_path_2_needs_a_path_1_checkpoint(phantoms, tmp_path):
 
 
 def test_resume_ends_with_the_weights_of_an_uninterrupted_run(phantoms, tmp_path, monkeypatch):
-    import vol25d.train as training
-
     settings = cpu(1, epochs=3, seed=2)
     straight = train(phantoms, tmp_path / "straight", settings, model_config=MODEL, quiet=True)
-    real_append, rows = training._MetricsLog.append, []
+    real_append, rows = MetricsLog.append, []
 
-    def killed_in_epoch_2(self, row):  # as a kill between epoch 2's steps and its checkpoint
+    def killed_in_epoch_2(self, *row):  # as a kill between epoch 2's steps and its checkpoint
         if rows:
             raise KeyboardInterrupt
         rows.append(row)
-        real_append(self, row)
+        real_append(self, *row)
 
-    monkeypatch.setattr(training._MetricsLog, "append", killed_in_epoch_2)
+    monkeypatch.setattr(MetricsLog, "append", killed_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(phantoms, tmp_path / "killed", settings, model_config=MODEL, quiet=True)
-    monkeypatch.setattr(training._MetricsLog, "append", real_append)
-    assert load_checkpoint(tmp_path / "killed" / "path1_last.pt")["epoch"] == 1
+    monkeypatch.setattr(MetricsLog, "append", real_append)
+    assert Checkpoint.load(tmp_path / "killed" / "path1_last.pt").epoch == 1
     resumed = train(phantoms, tmp_path / "killed", settings, model_config=MODEL, resume=True, quiet=True)
     a, b = weights(straight.last_checkpoint), weights(resumed.last_checkpoint)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -97,8 +95,8 @@ def test_the_best_epoch_by_validation_dice_is_path_n_pt(path1):
     best = max(range(len(scores)), key=lambda i: (scores[i], -i)) + 1
     assert [int(row["epoch"]) for row in rows] == [1, 2]
     assert result.best_epoch == best and result.best_dice == pytest.approx(scores[best - 1], abs=1e-6)
-    saved = load_checkpoint(out / "path1.pt")
-    assert saved["epoch"] == best and saved["best_epoch"] == best
+    saved = Checkpoint.load(out / "path1.pt")
+    assert saved.epoch == best and saved.best_epoch == best
 
 
 def test_the_schedule_warms_up_then_decays_to_zero():

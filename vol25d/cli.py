@@ -65,7 +65,9 @@ def _config_file(path: str | None, run_path: int | None = None) -> dict:
     if not isinstance(values, dict):
         raise InputError(f"{file}: the top level must be a mapping with sections {', '.join(sections)}; got "
                          f"{type(values).__name__} {str(values)[:40]!r} — see experiments/configs/example.yaml")
-    if values and set(values) <= {"path1", "path2"}:
+    from vol25d.checkpoint import RunFolder  # --config is read by train only, which loads torch anyway
+
+    if RunFolder.is_record(values):
         values = _settings_of_run(values, file, run_path, sections)
     unknown = sorted(map(str, set(values) - set(sections)))
     if unknown:
@@ -93,21 +95,12 @@ def _config_file(path: str | None, run_path: int | None = None) -> dict:
 
 
 def _settings_of_run(record: dict, file: Path, run_path: int | None, sections: dict) -> dict:
-    """A run folder's ``config.yaml`` (what ``vol25d train`` wrote: a ``path1``/``path2`` record each) → the
-    sections ``--config`` reads, with the settings path ``run_path`` ran with: its train settings and
-    augmentation, and for path 1 its model and its planned preprocessing (target spacing, voxel cap …),
-    so that the same command re-runs the run."""
-    run = record.get(f"path{run_path}")
-    if not isinstance(run, dict) or not isinstance(run.get("train"), dict):
-        raise InputError(f"{file} is a run folder's record without a path {run_path} run; pass the config.yaml of a "
-                         f"run that trained path {run_path}, or a file with train/model/preprocess sections")
-    train = dict(run["train"])
-    values = {"train": {k: v for k, v in train.items() if k in sections["train"]},
-              "augment": dict(train.get("augment") or {}), "model": {}, "preprocess": {}}
-    if run_path == 1 and not run.get("init"):  # a fine-tuned run takes its model from --init again
-        values["model"] = {k: v for k, v in (run.get("model") or {}).items() if k in sections["model"]}
-        values["preprocess"] = {k: v for k, v in (run.get("preprocess") or {}).items() if k in sections["preprocess"]}
-    return values
+    """A run folder's ``config.yaml`` → the known settings of the sections ``--config`` reads, as path
+    ``run_path`` ran with them (:meth:`vol25d.checkpoint.RunFolder.settings`), so the same command re-runs it."""
+    from vol25d.checkpoint import RunFolder
+
+    values = RunFolder.settings(record, run_path, file)
+    return {section: {k: v for k, v in values[section].items() if k in sections[section]} for section in sections}
 
 
 def _expected_type(default) -> tuple[tuple[type, ...], str] | None:
@@ -239,9 +232,9 @@ def _cmd_demo(args) -> int:
 def _cmd_info(args) -> int:
     import json
 
-    from vol25d.checkpoint import describe_checkpoint, format_description, load_checkpoint
+    from vol25d.checkpoint import Checkpoint, describe_checkpoint, format_description
 
-    description = describe_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
+    description = describe_checkpoint(Checkpoint.load(args.checkpoint), args.checkpoint)
     print(json.dumps(description, indent=2) if args.json else format_description(description))
     return 0
 

@@ -7,6 +7,7 @@ native grid → a file with the input's geometry, written atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from vol25d.checkpoint import load_checkpoint, model_from_checkpoint
+from vol25d.checkpoint import Checkpoint
 from vol25d.data.dataset import MIN_IMAGE_SIDE, group_channel_files
 from vol25d.data.preprocess import PreprocessConfig, preprocess_image, restore
 from vol25d.device import autocast, resolve_device
@@ -83,32 +84,28 @@ class Predictor:
             check_memory_controls(view_chunk, 0)
         except ValueError as error:
             raise InputError(str(error)) from None
-        values = load_checkpoint(checkpoint)
-        model = model_from_checkpoint(values, checkpoint)
-        model.view_chunk = view_chunk
+        saved = Checkpoint.load(checkpoint)
+        model = saved.model(checkpoint, view_chunk=view_chunk)
         target = resolve_device(device)
         model.to(target).eval()
-        return cls(
-            model,
-            PreprocessConfig.from_dict(values["preprocess"]),
-            list(values["class_names"]),
-            list(values["channel_names"]),
-            bool(values.get("multi_label", False)),
-            target,
-            amp,
-            Path(checkpoint),
-        )
+        return cls(model, PreprocessConfig.from_dict(saved.preprocess), list(saved.class_names),
+                   list(saved.channel_names), saved.multi_label, target, amp, Path(checkpoint))
+
+    def probabilities(self, images: list[Volume], tta: bool = False) -> np.ndarray:
+        """Per-class probabilities on the input's native grid: float32 ``(X, Y, Z, K)`` in the input's voxel
+        order (the array of :meth:`probability_volume`)."""
+        return self.probability_volume(images, tta).array
 
     @torch.no_grad()
-    def probabilities(self, images: list[Volume], tta: bool = False) -> np.ndarray:
-        """Per-class probabilities on the input's native grid.
+    def probability_volume(self, images: list[Volume], tta: bool = False) -> Volume:
+        """Per-class probabilities as a volume on the input's grid.
 
         Args:
             images: one :class:`~vol25d.io.Volume` per channel, on the same grid.
             tta: average the predictions of mirrored inputs.
 
         Returns:
-            float32 ``(X, Y, Z, K)`` in the input's voxel order.
+            A :class:`~vol25d.io.Volume` with the input's affine, float32 ``(X, Y, Z, K)``.
         """
         for image in images:
             _check_image(image)
@@ -274,12 +271,8 @@ def predict(
     single_file = len(cases) == 1 and (inputs.is_file() or is_dicom_folder(inputs)) and _ending(output) is not None
     if single_file and _ending(output) not in WRITE_SUFFIXES:
         raise InputError(f"{output}: vol25d writes {', '.join(WRITE_SUFFIXES)}; name the output with one of them")
-    multi = predictor.multi_label and not probabilities
-    plans = {}
-    for name, paths in cases.items():
-        ending = _ending(paths[0]) if _ending(paths[0]) in WRITE_SUFFIXES else ".nii.gz"  # .mhd, .nhdr, DICOM → NIfTI
-        target = output if single_file else output / f"{name}{ending}"
-        plans[name] = output_files(target, multi_label=multi, save_probabilities=save_probabilities, report=report)
+    plans = _output_plans(cases, output, single_file, multi_label=predictor.multi_label and not probabilities,
+                          save_probabilities=save_probabilities, report=report)
     if resume:
         done = [name for name, files in plans.items() if all(path.is_file() for path in files.values())]
         if done:
@@ -288,30 +281,47 @@ def predict(
     written = []
     for name, paths in cases.items():
         start = time.perf_counter()
-        files = plans[name]
-        images = [read_volume(path) for path in paths]
-        for image in images:
-            if image.array.ndim != 3:
-                raise InputError(f"{image.path}: a 4-D image with {image.array.shape[3]} volumes; pass one 3-D volume per file")
-        prob = predictor.probabilities(images, tta=tta)
-        squeezed = prob if prob.shape[-1] > 1 else prob[..., 0]
-        # The labels are written last, so that with --continue a case counts as done only once all its files are.
-        outputs = []
-        if "probabilities" in files:
-            outputs.append((files["probabilities"], squeezed))
-        if probabilities:
-            outputs.append((files["labels"], squeezed))
-        else:
-            labels = predictor.labels(prob, threshold, min_size)
-            if "label_map" in files:
-                outputs.append((files["label_map"], label_map(prob, labels)))
-            outputs.append((files["labels"], labels))
-        if report:
-            from vol25d.report import write_report
+        written += _predict_case(predictor, paths, plans[name], threshold=threshold, probabilities=probabilities,
+                                 tta=tta, min_size=min_size)
+        log.info("%s → %s (%.1f s)", name, plans[name]["labels"], time.perf_counter() - start)
+    return written
 
-            write_report(images[0], prob, files["report"], rotation_axis=predictor.preprocess.rotation_axis)
-            written.append(files["report"])
-        for target, array in outputs:
-            written.append(write_volume(Volume(array, images[0].affine, target), target, like=images[0]))
-        log.info("%s → %s (%.1f s)", name, files["labels"], time.perf_counter() - start)
+
+def _output_plans(cases: dict[str, list[Path]], output: Path, single_file: bool, **kinds) -> dict[str, dict[str, Path]]:
+    """The files each case will be written to (:func:`output_files`): ``output`` itself for a single file,
+    else ``output/<case><ending>`` in the input's format (``.mhd``, ``.nhdr`` and DICOM inputs give NIfTI)."""
+    plans = {}
+    for name, paths in cases.items():
+        ending = _ending(paths[0]) if _ending(paths[0]) in WRITE_SUFFIXES else ".nii.gz"
+        plans[name] = output_files(output if single_file else output / f"{name}{ending}", **kinds)
+    return plans
+
+
+def _predict_case(predictor: Predictor, paths: list[Path], files: dict[str, Path], *, threshold: float,
+                  probabilities: bool, tta: bool, min_size: int) -> list[Path]:
+    """Read one case's channel files, segment it and write ``files`` (the labels last, so that with
+    ``--continue`` a case counts as done only once all its files are); the files written."""
+    images = [read_volume(path) for path in paths]
+    for image in images:
+        if image.array.ndim != 3:
+            raise InputError(f"{image.path}: a 4-D image with {image.array.shape[3]} volumes; pass one 3-D volume per file")
+    volume = predictor.probability_volume(images, tta=tta)
+    prob = volume.array
+    squeezed = prob if prob.shape[-1] > 1 else prob[..., 0]
+    outputs = [(files["probabilities"], squeezed)] if "probabilities" in files else []
+    if probabilities:
+        outputs.append((files["labels"], squeezed))
+    else:
+        labels = predictor.labels(prob, threshold, min_size)
+        if "label_map" in files:
+            outputs.append((files["label_map"], label_map(prob, labels)))
+        outputs.append((files["labels"], labels))
+    written = []
+    if "report" in files:
+        from vol25d.report import write_report
+
+        write_report(images[0], prob, files["report"], rotation_axis=predictor.preprocess.rotation_axis)
+        written.append(files["report"])
+    for target, array in outputs:
+        written.append(write_volume(dataclasses.replace(volume, array=array, path=target), target, like=images[0]))
     return written

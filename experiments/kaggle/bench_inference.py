@@ -91,7 +91,7 @@ def main() -> None:
                     output, forward = _timed(predictor.model, tensor[None])
                 flops = counter.get_total_flops()
                 start = time.perf_counter()
-                mask = probabilities_to_labels(restore(output[0], info), 0.5, True, 0).astype(bool)
+                mask = probabilities_to_labels(restore(output[0], info).array, 0.5, True, 0).astype(bool)
                 back = time.perf_counter() - start
                 _, encode = _timed(submission_rows, day.name, mask, [s.number for s in slices])
                 cpu_side = read + prep + back + encode

@@ -61,7 +61,9 @@ def test_label_round_trip_lands_on_the_same_voxels(target):
     world = info.affine[:3, :3] @ index + info.affine[:3, 3]
     assert np.linalg.norm(world - centre) < 0.5 * max(spacing)
 
-    restored = restore(target_label.float(), info)
+    volume = restore(target_label.float(), info)
+    np.testing.assert_array_equal(volume.affine, image.affine)  # the input's own grid, shape and affine
+    restored = volume.array
     assert restored.shape == (*image.shape, 1) and restored.dtype == np.float32
     assert dice(restored[..., 0] >= 0.5, label.array > 0) >= 0.9
 
@@ -71,7 +73,7 @@ def test_restore_is_identity_on_the_native_grid_without_crop():
     config = PreprocessConfig(crop_foreground=False, rotation_axis="AP")
     tensor, info = preprocess_image(image, config)
     # No target spacing: D keeps its spacing; H, W take the finer in-plane one.
-    restored = restore(preprocess_label(label, info, 1).float(), info)
+    restored = restore(preprocess_label(label, info, 1).float(), info).array
     assert dice(restored[..., 0] >= 0.5, label.array > 0) >= 0.9
 
 
@@ -83,7 +85,7 @@ def test_body_crop_cuts_air_and_restore_pads_zero():
     affine[:3, 3] -= affine[:3, :3] @ [10, 10, 4]
     tensor, info = preprocess_image(Volume(big, affine), PreprocessConfig(target_spacing_mm=(2.5, 0.9, 0.9)))
     assert np.prod(np.subtract(info.crop_stop, info.crop_start)) < 0.8 * big.size
-    restored = restore(torch.ones(1, *info.padded_shape), info)[..., 0]
+    restored = restore(torch.ones(1, *info.padded_shape), info).array[..., 0]
     assert restored[0, 0, 0] == 0.0 and restored[25, 23, 10] == pytest.approx(1.0)
 
 
@@ -99,7 +101,7 @@ def test_voxel_cap_is_honoured_and_geometry_kept(shape, spacing):
     assert info.spacing_dhw[1] == pytest.approx(info.spacing_dhw[2])
     # Uniform coarsening keeps the target's proportions.
     np.testing.assert_allclose(np.divide(info.spacing_dhw, 0.5), info.spacing_dhw[0] / 0.5, rtol=1e-9)
-    assert restore(torch.zeros(2, *tensor.shape[1:]), info).shape == (*shape, 2)
+    assert restore(torch.zeros(2, *tensor.shape[1:]), info).array.shape == (*shape, 2)
 
 
 @pytest.mark.parametrize("normalization", ["percentile", "zscore"])
@@ -166,7 +168,7 @@ def test_a_spacing_close_to_the_target_keeps_the_native_grid(tolerance):
     image = (0.3 + 0.6 * label + 0.05 * rng.standard_normal(label.shape)).astype(np.float32)
     config = PreprocessConfig(target_spacing_mm=(0.85, 0.5, 0.5), spacing_tolerance=tolerance, crop_foreground=False)
     tensor, info = preprocess_image(Volume(image, affine), config)
-    restored = restore(preprocess_label(Volume(label, affine), info, 1), info)[..., 0] >= 0.5
+    restored = restore(preprocess_label(Volume(label, affine), info, 1), info).array[..., 0] >= 0.5
     if tolerance:
         assert info.scale == (1.0, 1.0, 1.0) and info.spacing_dhw == pytest.approx((0.8, 0.55, 0.55))
         assert tuple(tensor.shape[1:]) == (30, 40, 40)

@@ -394,16 +394,16 @@ def preprocess_label(label: Volume, info: RestoreInfo, num_classes: int, multi_l
     return torch.from_numpy(out)
 
 
-def restore(prob, info: RestoreInfo) -> np.ndarray:
-    """Model output on the preprocessed grid → the input file's voxel grid.
+def restore(prob, info: RestoreInfo) -> Volume:
+    """Model output on the preprocessed grid → a volume on the input file's grid.
 
     Args:
         prob: ``(K, D, H, W)`` tensor or array on ``info.padded_shape`` (probabilities, or any per-class map).
         info: from :func:`preprocess_image`.
 
     Returns:
-        float32 ``(X, Y, Z, K)`` in the input's own voxel order and shape (write it with the input's affine):
-        linear interpolation back to native spacing, 0 outside the body crop.
+        A :class:`~vol25d.io.Volume` with the input's affine: float32 ``(X, Y, Z, K)`` in the input's own voxel
+        order and shape, linear interpolation back to native spacing, 0 outside the body crop.
     """
     if hasattr(prob, "detach"):
         prob = prob.detach().float().cpu().numpy()
@@ -418,4 +418,5 @@ def restore(prob, info: RestoreInfo) -> np.ndarray:
     (s0, s1, s2), (e0, e1, e2) = info.crop_start, info.crop_stop
     native[:, s0:e0, s1:e1, s2:e2] = _resample(prob[:, :d, :h, :w], scale, offset, crop_shape, antialias=False)
     out = from_canonical(native, info.frame)
-    return np.ascontiguousarray(out if out.ndim == 4 else out[..., None], dtype=np.float32)
+    array = np.ascontiguousarray(out if out.ndim == 4 else out[..., None], dtype=np.float32)
+    return Volume(array, info.frame.affine)

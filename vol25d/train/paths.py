@@ -1,0 +1,195 @@
+"""The two training paths, each as what it trains and what one step computes (a :class:`Stage`).
+
+:func:`path1` and :func:`path2` build the stage; :func:`vol25d.train.loop.fit` runs any stage through its
+epochs (DDP, logging, checkpoints, resume).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from vol25d import distributed
+from vol25d.data.augment import augment
+from vol25d.data.prepare import PreparedCase
+from vol25d.device import autocast
+from vol25d.geometry import random_directions
+from vol25d.model import Random25DUNet
+from vol25d.ops import mip
+from vol25d.train.config import TrainConfig
+from vol25d.train.objective import Objective
+
+__all__ = ["Cases", "Stage", "path1", "path2", "rank_seed", "validate"]
+
+
+@dataclass
+class Cases:
+    """The preprocessed cases one process trains on, where, and its place among the processes."""
+
+    train: list[PreparedCase]
+    val: list[PreparedCase]
+    device: torch.device
+    amp: bool
+    rank: int = 0
+    world: int = 1
+
+
+@dataclass
+class Stage:
+    """One training path as :func:`~vol25d.train.loop.fit` runs it.
+
+    Attributes:
+        model: the model whose weights the checkpoints save.
+        net: what one step calls (``model`` itself, or a module around it), the module DDP wraps.
+        parameter_groups: AdamW's groups (the parameters trained, each group's learning rate).
+        step: ``step(net, index) → loss`` of training case ``index``, before the backward.
+        order: ``order(shuffle) → indices``: this process's training cases of one epoch, in order.
+        steps_per_epoch: the length of every ``order``.
+        validate: the mean validation Dice of ``model`` (rank 0 calls it).
+        generators: random generators of the steps whose state ``--resume`` restores, by name.
+    """
+
+    model: Random25DUNet
+    net: torch.nn.Module
+    parameter_groups: list[dict]
+    step: Callable[[torch.nn.Module, int], torch.Tensor]
+    order: Callable[[torch.Generator], list[int]]
+    steps_per_epoch: int
+    validate: Callable[[], float]
+    generators: dict[str, torch.Generator] = field(default_factory=dict)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed of process ``rank``'s augmentation and directions: ``seed`` itself on rank 0, as in a single process."""
+    return seed + 1_000_003 * rank
+
+
+def path1(model: Random25DUNet, cases: Cases, config: TrainConfig) -> Stage:
+    """Path 1 trains U, F and (unless ``train_head_in_path1`` is off) T end to end, F and T at
+    ``small_lr_factor`` × U's learning rate.
+
+    One step: augment a training case, draw ``p`` of the ``m`` directions, and compute the 3-D Dice (+ BCE) of
+    ``T ∘ R ∘ F ∘ U ∘ M`` of the image at them, plus the weighted Dice of U's views against the label's MIPs.
+    Each epoch deals the shuffled cases (``steps_per_case`` times over) out to the processes.
+    """
+    device, amp = cases.device, cases.amp
+    directions = torch.Generator().manual_seed(rank_seed(config.seed, cases.rank))
+    objective = Objective(config)
+    if not config.train_head_in_path1:
+        model.head.requires_grad_(False)
+    small = [*_reconstruction_parameters(model), *(model.head.parameters() if config.train_head_in_path1 else ())]
+    groups = [{"params": small, "lr": config.lr * config.small_lr_factor, "weight_decay": 0.0},
+              {"params": list(model.unet.parameters()), "lr": config.lr}]
+
+    def step(net: torch.nn.Module, index: int) -> torch.Tensor:
+        case = cases.train[index]
+        image, label = case.image[None].to(device), case.label[None].to(device).float()
+        if config.augment.enabled:  # in float32: the label's warp is thresholded after
+            image, label = augment(image, label, config.augment)
+        angles = random_directions(model.config.directions, model.config.views, directions).to(device)
+        label_views = mip(label, angles) if objective.view_weight else None
+        with autocast(device, amp):
+            output, views = net(image, angles, return_views=True)
+        return objective(output, label, views, label_views)
+
+    def order(shuffle: torch.Generator) -> list[int]:
+        everyone = [i for _ in range(config.steps_per_case)
+                    for i in torch.randperm(len(cases.train), generator=shuffle).tolist()]
+        return distributed.shard(everyone, cases.rank, cases.world)
+
+    return Stage(model, model, groups, step, order, math.ceil(len(cases.train) * config.steps_per_case / cases.world),
+                 lambda: validate(model, cases.val, device, amp), {"directions": directions})
+
+
+def path2(model: Random25DUNet, cases: Cases, config: TrainConfig) -> Stage:
+    """Path 2 trains F and T at the full learning rate with U frozen.
+
+    U's probabilities at all ``m`` directions of every case are computed once (:func:`view_cache`; each
+    process caches its own share of the training cases, rank 0 also the validation cases). One step: the 3-D
+    Dice (+ BCE) of ``T ∘ R ∘ F`` of one case's cached views. Each epoch shuffles the process's share.
+    """
+    device, amp = cases.device, cases.amp
+    objective = Objective(config)
+    owned = distributed.shard(list(range(len(cases.train))), cases.rank, cases.world)
+    mine = sorted(set(owned))
+    cache = dict(zip(mine, view_cache(model, [cases.train[i] for i in mine], device, amp)))
+    val_cache = view_cache(model, cases.val, device, amp) if cases.rank == 0 else None
+    groups = [{"params": [*_reconstruction_parameters(model), *model.head.parameters()], "lr": config.lr,
+               "weight_decay": 0.0}]
+
+    def step(net: torch.nn.Module, index: int) -> torch.Tensor:
+        case = cases.train[index]
+        with autocast(device, amp):
+            output = net(cache[index], case.image[None].to(device))
+        return objective(output, case.label[None].to(device).float())
+
+    def order(shuffle: torch.Generator) -> list[int]:
+        return [owned[j] for _ in range(config.steps_per_case) for j in torch.randperm(len(owned), generator=shuffle).tolist()]
+
+    return Stage(model, CachedViewsStep(model), groups, step, order, len(owned) * config.steps_per_case,
+                 lambda: validate(model, cases.val, device, amp, val_cache))
+
+
+def _reconstruction_parameters(model: Random25DUNet) -> list[torch.nn.Parameter]:
+    """F's taps and the explained reconstruction's margin and softness."""
+    explained = list(model.explanation.parameters()) if model.explanation is not None else []
+    return [*model.filtration.parameters(), *explained]
+
+
+@torch.no_grad()
+def view_cache(model: Random25DUNet, cases: list[PreparedCase], device, amp: bool) -> list[tuple]:
+    """U's probabilities of every volume at all ``m`` directions, computed once and kept on ``device``, with the
+    image's own views when the reconstruction needs them: ``[(probabilities (1, K, m, D, S), image_views
+    (1, 1, m, D, S) | None)]`` (:meth:`~vol25d.model.Random25DUNet.all_view_probabilities`)."""
+    cached = []
+    for case in cases:
+        with autocast(device, amp):
+            cached.append(model.all_view_probabilities(case.image[None].to(device)))
+    return cached
+
+
+class CachedViewsStep(torch.nn.Module):
+    """Path 2's training forward, T ∘ R ∘ F on U's cached views, as a module so that DDP can wrap it.
+
+    U's weights need no gradient, so DDP leaves them out of its all-reduce; F and T are used at every step,
+    so it needs no ``find_unused_parameters`` (and its extra pass over the graph).
+    """
+
+    def __init__(self, model: Random25DUNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, cached: tuple, image: torch.Tensor) -> torch.Tensor:
+        """``cached``: one entry of :func:`view_cache`; ``image`` ``(1, C, D, H, W)`` on its device."""
+        probabilities, image_views = cached
+        return self.model.segment_from_views(probabilities, image, image_views)
+
+
+def _dice_per_class(prediction: torch.Tensor, reference: torch.Tensor) -> list[float]:
+    """Dice of each class of boolean ``(K, D, H, W)`` maps (1 where both are empty)."""
+    overlap = (prediction & reference).flatten(1).sum(1).double()
+    total = prediction.flatten(1).sum(1).double() + reference.flatten(1).sum(1).double()
+    return torch.where(total > 0, 2 * overlap / total.clamp(min=1), torch.ones_like(total)).tolist()
+
+
+@torch.no_grad()
+def validate(model: Random25DUNet, cases: list[PreparedCase], device, amp: bool, cache=None) -> float:
+    """Mean Dice over the classes of ``cases`` at threshold 0.5, all ``m`` directions (from ``cache``, path 2's
+    views of the same cases, when given); NaN without cases."""
+    if not cases:
+        return float("nan")
+    model.eval()
+    scores = []
+    for i, case in enumerate(cases):
+        image = case.image[None].to(device)
+        with autocast(device, amp):
+            if cache is not None:
+                probabilities, image_views = cache[i]
+                output = model.segment_from_views(probabilities, image, image_views)
+            else:
+                output = model(image)
+        scores.extend(_dice_per_class(output[0].float() >= 0.5, case.label.to(device).bool()))
+    return float(sum(scores) / len(scores))
