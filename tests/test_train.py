@@ -125,3 +125,23 @@ def test_f_and_t_learn_at_small_lr_factor_times_us_rate_in_path_1(phantoms, tmp_
     assert rates["groups"] == [pytest.approx(4e-3), pytest.approx(1e-3)]  # F and T, then U
     with pytest.raises(InputError, match="small_lr_factor"):
         TrainConfig(small_lr_factor=0)
+
+
+def test_the_memory_controls_reach_the_model_and_change_memory_not_the_result(phantoms, tmp_path, monkeypatch):
+    """view_chunk splits the views of validation (and of path 2's cache) without changing a number;
+    checkpoint_views makes path 1 recompute U's activations in the backward, chunk by chunk."""
+    import vol25d.model
+
+    plain = train(phantoms, tmp_path / "plain", cpu(1, seed=3), model_config=MODEL, quiet=True)
+    chunked = train(phantoms, tmp_path / "chunked", cpu(1, seed=3, view_chunk=1), model_config=MODEL, quiet=True)
+    a, b = weights(plain.last_checkpoint), weights(chunked.last_checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a) and chunked.best_dice == plain.best_dice
+    real, calls = vol25d.model.checkpoint, []
+    monkeypatch.setattr(vol25d.model, "checkpoint", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    saving = train(phantoms, tmp_path / "saving", cpu(1, seed=3, checkpoint_views=1), model_config=MODEL, quiet=True)
+    steps = len(Checkpoint.load(saving.checkpoint).train_cases)
+    assert len(calls) == steps * MODEL.views  # one recomputed chunk per view per step
+    saved = Checkpoint.load(saving.checkpoint)
+    assert "checkpoint_views" not in saved.model_config and saved.train_config["checkpoint_views"] == 1
+    with pytest.raises(InputError, match="view_chunk"):
+        cpu(1, view_chunk=0)
