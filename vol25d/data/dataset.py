@@ -168,18 +168,7 @@ def group_channel_files(
         InputError: no image files, a case whose channels are not ``0 … n-1`` without gaps, or two files
             that claim the same case and channel.
     """
-    if isinstance(folder_or_files, (str, os.PathLike)):
-        folder = Path(folder_or_files)
-        if not folder.exists():
-            raise FileNotFoundError(f"{folder}: no such folder or file; check the path")
-        files = sorted(_image_files(folder, file_ending)) if folder.is_dir() else [folder]
-        where = str(folder)
-    else:
-        files = [Path(f) for f in folder_or_files]
-        for path in files:
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such image file; check the path")
-        where = "the given files"
+    files, where = _listed_files(folder_or_files, file_ending)
     channels: dict[str, dict[int, Path]] = {}
     for path in files:
         ending = _ending(path, file_ending)
@@ -196,16 +185,30 @@ def group_channel_files(
     if not channels:
         raise InputError(f"{where}: holds no image files ending in {file_ending or ', '.join(READ_SUFFIXES)}; "
                          "point to the folder with the images")
-    grouped: dict[str, list[Path]] = {}
-    for case in sorted(channels):
-        found = channels[case]
-        missing = sorted(set(range(max(found) + 1)) - set(found))
-        if missing:
-            first = found[min(found)]
-            raise InputError(f"{first}: case {case!r} has channels {sorted(found)} but not {missing}; "
-                             f"add {case}_{missing[0]:04d}… or rename the channels to start at _0000")
-        grouped[case] = [found[c] for c in sorted(found)]
-    return grouped
+    return {case: _channel_list(case, channels[case]) for case in sorted(channels)}
+
+
+def _listed_files(folder_or_files, file_ending: str | None) -> tuple[list[Path], str]:
+    """The files of :func:`group_channel_files`'s argument, and how to name where they are."""
+    if isinstance(folder_or_files, (str, os.PathLike)):
+        folder = Path(folder_or_files)
+        if not folder.exists():
+            raise FileNotFoundError(f"{folder}: no such folder or file; check the path")
+        return (sorted(_image_files(folder, file_ending)) if folder.is_dir() else [folder]), str(folder)
+    files = [Path(f) for f in folder_or_files]
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such image file; check the path")
+    return files, "the given files"
+
+
+def _channel_list(case: str, found: dict[int, Path]) -> list[Path]:
+    """A case's channel files in channel order; :class:`InputError` if the channels are not ``0 … n-1``."""
+    missing = sorted(set(range(max(found) + 1)) - set(found))
+    if missing:
+        raise InputError(f"{found[min(found)]}: case {case!r} has channels {sorted(found)} but not {missing}; "
+                         f"add {case}_{missing[0]:04d}… or rename the channels to start at _0000")
+    return [found[c] for c in sorted(found)]
 
 
 # ----------------------------------------------------------------------------------------------- internals
