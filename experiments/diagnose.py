@@ -6,7 +6,8 @@ one model is trained (path 1 then path 2, the settings of ``experiments/reconstr
 apart on held-out phantoms of both generators, preprocessed with the checkpoint's own plan:
 
 - ``views``: Dice of U's views (probability ≥ 0.5) against the label's own MIPs (≥ 0.5) at all ``m``
-  directions, pooled over views, with their precision and recall: U's error alone;
+  directions, pooled over views, with their precision and recall: U's error alone (``recall, low D``: the
+  recall over the lowest third of the view's rows, where the other generator's trunks enter);
 - ``perfect, best``: the perfect-view ceiling of the trained R (the label's MIPs through the trained F and
   the learned margin and softness; the best threshold per case) — R's share;
 - ``perfect, init``: the same with R's starting parameters (identity F, margin 0.1, softness 0.3), as
@@ -62,7 +63,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 WRITERS = {"vol25d": write_phantom_dataset, "other": write_other_dataset}
 TRAIN_SEED = {"vol25d": 0, "other": 3000}  # data seeds: training set = seed + this; tests as reconstruction.py
 TEST_SEED = {"vol25d": 1000, "other": 2000}
-COLUMNS = ("views", "view precision", "view recall", "perfect, init", "perfect, best", "U, best", "U, T",
+COLUMNS = ("views", "view precision", "view recall", "recall, low D", "perfect, init", "perfect, best", "U, best", "U, T",
            "seed of U, best", "no U, best", "native")
 
 # Named variants: (model settings, train settings, augmentation settings) beside reconstruction.py's.
@@ -102,6 +103,8 @@ def take_apart(checkpoint: Path, test: Path) -> dict[str, list[float]]:
         out["views"].append(dice(hit.numpy(), want.numpy()))
         out["view precision"].append(overlap / max(float(hit.sum()), 1.0))
         out["view recall"].append(overlap / max(float(want.sum()), 1.0))
+        low = want[:, : want.shape[1] // 3]  # the lowest third of D (the neck, where other_phantoms' trunks enter)
+        out["recall, low D"].append(float((low & hit[:, : want.shape[1] // 3]).sum()) / max(float(low.sum()), 1.0))
         out["perfect, best"].append(best_dice(model.reconstruct(perfect, model.angles, plane, x, image_views)[0, 0], truth))
         if image_recon:
             start = backproject_explained(perfect, image_views, x[:, :1], model.angles, init.margin,
