@@ -419,6 +419,16 @@ def sweep(settings: Settings, sizes=SWEEP_SIZES) -> list[dict]:
 
 # --- report -------------------------------------------------------------------------------------------------
 
+def write_results(lines: list[str], note: str, out_dir: Path, name: str) -> str:
+    """Finish a results report with its machine section (``note`` after the machine line), write it to
+    ``out_dir/name.md``, print it and return its text."""
+    text = "\n".join([*lines, "", "## Machine", "", machine() + note, ""])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.md").write_text(text)
+    print(text)
+    return text
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

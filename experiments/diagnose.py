@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark import machine  # noqa: E402
+from benchmark import write_results  # noqa: E402
 from ceiling import best_dice  # noqa: E402
 from other_phantoms import write_other_dataset  # noqa: E402
 from reconstruction import held_out  # noqa: E402
@@ -208,11 +208,7 @@ def main(argv=None) -> int:
     for row in rows:
         lines.append(f"| {row['seed']} | {row['variant']} | {row['source']} | {row['target']} | "
                      + " | ".join(f"{row[c]:.3f}" for c in COLUMNS) + f" | {row['train_s']:.0f} |")
-    lines += ["", "## Machine", "", machine() + "; torch threads 1; shared with another agent's jobs (contended)", ""]
-    text = "\n".join(lines)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.name}.md").write_text(text)
-    print(text)
+    write_results(lines, "; torch threads 1; shared with another agent's jobs (contended)", args.out_dir, args.name)
     return 0
 
 

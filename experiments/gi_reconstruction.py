@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark import machine  # noqa: E402
+from benchmark import write_results  # noqa: E402
 from diagnose import VARIANTS  # noqa: E402
 
 from vol25d.data.augment import AugmentConfig  # noqa: E402
@@ -111,11 +111,7 @@ def main(argv=None) -> int:
         for variant in args.variants:
             means = [row["mean"] for row in rows if row["variant"] == variant]
             lines.append(f"| {variant} | {len(means)} | {np.mean(means):.3f} ± {np.std(means):.3f} |")
-    lines += ["", "## Machine", "", machine() + "; torch threads 1; shared with another agent's jobs (contended)", ""]
-    text = "\n".join(lines)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.name}.md").write_text(text)
-    print(text)
+    write_results(lines, "; torch threads 1; shared with another agent's jobs (contended)", args.out_dir, args.name)
     return 0
 
 

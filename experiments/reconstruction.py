@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmark import machine  # noqa: E402
+from benchmark import write_results  # noqa: E402
 from other_phantoms import write_other_dataset  # noqa: E402
 
 from vol25d.data.dataset import load_dataset  # noqa: E402
@@ -149,11 +149,7 @@ def main(argv=None) -> int:
             parts = [f"{np.mean([r[k] for r in mine]):.3f} ± {np.std([r[k] for r in mine]):.3f}"
                      for k in ("path2/vol25d", "path2/other")]
             lines.append(f"| {kind} | {parts[0]} | {parts[1]} |")
-    lines += ["", "## Machine", "", machine() + "; torch threads 1", ""]
-    text = "\n".join(lines)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / f"{args.name}.md").write_text(text)
-    print(text)
+    write_results(lines, "; torch threads 1", args.out_dir, args.name)
     return 0
 
 
