@@ -305,7 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="torch CPU threads: auto (default: 1 on a machine with ≤ 2 CPUs, where more were measured "
                          "slower; else torch's default) or a number")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    _add_train(commands, [common, threads])
+    _add_predict(commands, [common, threads])
+    _add_evaluate(commands, [common])
+    _add_info(commands, [common])
+    _add_demo(commands, [common, threads])
+    _add_make_phantoms(commands, [common])
+    _add_check_data(commands, [common])
+    _add_convert_gitract(commands, [common])
+    return parser
 
+
+def _add_train(commands, parents: list[argparse.ArgumentParser]) -> None:
     p = _command(commands, "train", "train path 1 (random views) or path 2 (all views, U frozen)",
                  "Train one path of the method on a dataset in the nnU-Net/MSD layout. Path 1 trains U, F and T "
                  "end to end on p random views per step; path 2 (--init RUN/path1.pt) freezes U and trains F and T "
@@ -315,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "kept, its channels and classes must match, and --lr defaults to 3e-4 (a tenth).",
                  "vol25d train --path 1 --data DATASET --out RUN && "
                  "vol25d train --path 2 --data DATASET --out RUN --init RUN/path1.pt",
-                 [common, threads])
+                 parents)
     p.add_argument("--path", type=int, choices=(1, 2), required=True, help="1: U, F, T on p random views; 2: F, T on all m views")
     p.add_argument("--data", required=True, help="dataset folder in the MSD layout (imagesTr, labelsTr, dataset.json)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics CSV, config.yaml, tb/)")
@@ -343,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from RUN/pathN_last.pt")
     p.set_defaults(run=_cmd_train)
 
+
+def _add_predict(commands, parents: list[argparse.ArgumentParser]) -> None:
     p = _command(commands, "predict", "segment NIfTI (or .mha/.nrrd/DICOM) files; output on the input's grid",
                  "Segment one image or a folder of them with a trained checkpoint. Inputs: NIfTI, .mha/.mhd, "
                  ".nrrd/.nhdr, or a DICOM series folder; in a folder, nnU-Net's case_0000, case_0001 … files are "
@@ -352,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "--save-probabilities also writes float32 CASE_probabilities files; --continue skips cases "
                  "already predicted. Images with NaN/Inf voxels are refused.",
                  "vol25d predict -i DATASET/imagesTs -o PRED -m RUN/path2.pt --save-probabilities --continue",
-                 [common, threads])
+                 parents)
     p.add_argument("-i", "--input", required=True, help="an image file, a DICOM folder, or a folder of images "
                    "(case_0000, case_0001 … are channels)")
     p.add_argument("-o", "--output", required=True, help="output file (single input) or folder")
@@ -372,13 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="views pushed through U at once (default 16); lower it when the GPU runs out of memory")
     p.set_defaults(run=_cmd_predict)
 
+
+def _add_evaluate(commands, parents: list[argparse.ArgumentParser]) -> None:
     p = _command(commands, "evaluate", "Dice, HD95, clDice and volume difference of predictions against labels",
                  "Score a folder of predicted label files against reference labels of the same case names: Dice, "
                  "HD95 (mm), clDice and volume difference per case and class, then mean ± std per class and a "
                  "last line `mean Dice: …`. Every reference needs a prediction (unless --allow-missing) and every "
                  "prediction must lie on its reference's grid (shape and affine). Class names come from a "
                  "dataset.json beside or above --ref.",
-                 "vol25d evaluate --pred PRED --ref DATASET/labelsTr --csv scores.csv", [common])
+                 "vol25d evaluate --pred PRED --ref DATASET/labelsTr --csv scores.csv", parents)
     p.add_argument("--pred", required=True, help="folder of predicted label files")
     p.add_argument("--ref", required=True, help="folder of reference label files with the same case names")
     p.add_argument("--csv", help="write the per-case table to this CSV file")
@@ -386,55 +401,64 @@ def build_parser() -> argparse.ArgumentParser:
                    "warn about the others, instead of refusing")
     p.set_defaults(run=_cmd_evaluate)
 
+
+def _add_info(commands, parents: list[argparse.ArgumentParser]) -> None:
     p = _command(commands, "info", "what a checkpoint is: classes, channels, spacing, m, p, training",
                  "Describe a checkpoint without running it: its classes and channels, the planned spacing and "
                  "voxel cap, the model (m, p, projection, reconstruction F and head T, U's size), what it was "
                  "trained on and for how long, and the vol25d version that wrote it. The file is read safely "
                  "(tensors and plain values only); --json prints the same as JSON for scripts.",
-                 "vol25d info RUN/path2.pt --json", [common])
+                 "vol25d info RUN/path2.pt --json", parents)
     p.add_argument("checkpoint", help="RUN/path1.pt, RUN/path2.pt or a pathN_last.pt")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_cmd_info)
 
+
+def _add_demo(commands, parents: list[argparse.ArgumentParser]) -> None:
     p = _command(commands, "demo", "phantoms → train path 1 → path 2 → predict → evaluate, no download",
                  "Run the whole pipeline on synthetic TOF-MRA-like phantoms with no download: write training and "
                  "held-out phantoms, train path 1 and path 2, predict the held-out phantoms (with a report PNG "
                  "each) and evaluate them. On a CPU it is sized for a few minutes on 2 cores; with a GPU it uses "
                  "larger phantoms and longer training.",
-                 "vol25d demo --out vol25d-demo", [common, threads])
+                 "vol25d demo --out vol25d-demo", parents)
     p.add_argument("--out", default="vol25d-demo", help="folder for everything the demo writes (default vol25d-demo)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_demo)
 
+
+def _add_make_phantoms(commands, parents: list[argparse.ArgumentParser]) -> None:
     p = _command(commands, "make-phantoms", "write synthetic TOF-MRA-like phantoms in the MSD layout",
                  "Write N synthetic TOF-MRA-like phantoms (branching vessels, textured tissue, bias field, Rician "
                  "noise, a bright shell, anisotropic spacing, an oblique affine) with their vessel labels, as a "
                  "dataset in the nnU-Net/MSD layout. Deterministic for a given seed.",
-                 "vol25d make-phantoms phantoms --n 12 --size 48 --seed 0", [common])
+                 "vol25d make-phantoms phantoms --n 12 --size 48 --seed 0", parents)
     p.add_argument("out", help="dataset folder to write")
     p.add_argument("--n", type=int, default=12, help="number of cases (default 12)")
     p.add_argument("--size", type=int, default=48, help="voxels a side (default 48)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_cmd_make_phantoms)
 
+
+def _add_check_data(commands, parents: list[argparse.ArgumentParser]) -> None:
     p = _command(commands, "check-data", "check every case of an MSD-layout dataset and list all problems",
                  "Read every file of a dataset in the nnU-Net/MSD layout and list every problem, one line per "
                  "file: dataset.json, missing channels or labels, unreadable files, NaN/Inf voxels, images and "
                  "labels on different grids, label values not declared. Exits 1 if there is any.",
-                 "vol25d check-data DATASET", [common])
+                 "vol25d check-data DATASET", parents)
     p.add_argument("dir", help="dataset folder")
     p.set_defaults(run=_cmd_check_data)
 
+
+def _add_convert_gitract(commands, parents: list[argparse.ArgumentParser]) -> None:
     p = _command(commands, "convert-gitract", "Kaggle UW-Madison GI tract folder → MSD layout (multi-label)",
                  "Convert the Kaggle UW-Madison GI tract competition folder (16-bit PNG slices and train.csv "
                  "with RLE masks) into the MSD layout: one volume per case-day, a multi-label dataset of large "
                  "bowel, small bowel and stomach.",
-                 "vol25d convert-gitract uw-madison-gi-tract-image-segmentation gitract", [common])
+                 "vol25d convert-gitract uw-madison-gi-tract-image-segmentation gitract", parents)
     p.add_argument("src", help="competition folder (train/, train.csv, optional test/)")
     p.add_argument("out", help="dataset folder to write")
     p.set_defaults(run=_cmd_convert_gitract)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
