@@ -91,6 +91,48 @@ def _small_bowel_path(rng: np.random.Generator, shape, box, spacing, steps: int)
     return np.array(points)
 
 
+def _grid(
+    rng: np.random.Generator, size: tuple[int, int, int] | None, spacing: tuple[float, float, float] | None
+) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """:func:`make_gi_phantom`'s shape and spacing: the given ones, checked, or drawn like the competition's."""
+    if size is None:
+        width, height = GI_SIZES[int(rng.integers(len(GI_SIZES)))]
+        size = (width, height, int(rng.integers(70, 100)))
+    shape = tuple(int(s) for s in size)
+    if len(shape) != 3 or min(shape) < 16:
+        raise ValueError(f"size must be three ints (X, Y, Z), each ≥ 16; got {size!r}")
+    if spacing is None:
+        in_plane = max(1.5, 400.0 / max(shape[0], shape[1])) * rng.uniform(0.95, 1.05)
+        spacing = (in_plane, in_plane, _SLICE_MM)
+    return shape, tuple(float(s) for s in spacing)  # type: ignore[return-value]
+
+
+def _stomach(rng: np.random.Generator, grid: list[np.ndarray], spacing, centre: np.ndarray) -> np.ndarray:
+    """A deformed ellipsoid of 8–12 cm around ``centre`` (voxel coordinates); ``grid`` spans [-1, 1] per axis."""
+    shape = grid[0].shape
+    axes_mm = rng.uniform([40, 30, 35], [60, 45, 55])
+    offsets = [(grid[i] + 1) / 2 * (shape[i] - 1) - centre[i] for i in range(3)]
+    wobble = 1.0 + 0.25 * _smooth_noise(rng, shape, 10)
+    return sum((offsets[i] * spacing[i] / axes_mm[i]) ** 2 for i in range(3)) <= wobble
+
+
+def _paint_organs(
+    rng: np.random.Generator, image: np.ndarray, organs: dict, inner: np.ndarray, texture: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each class of :data:`GI_CLASSES` (``organs[name] = (mask, level, spread)``) cut to ``inner`` and painted
+    into ``image`` with fluid pockets; returns the image and the ``(X, Y, Z, classes)`` label."""
+    label = np.zeros((*image.shape, len(GI_CLASSES)), dtype=np.uint8)
+    for c, name in enumerate(GI_CLASSES):
+        mask, level, spread = organs[name]
+        mask &= inner
+        label[..., c] = mask
+        content = level + spread * (_smooth_noise(rng, image.shape, 5) > 0.4) + 0.05 * texture  # fluid pockets
+        # Where an earlier class is there too (an overlap) the brighter content shows.
+        image = np.where(mask, np.where(label[..., :c].any(-1), np.maximum(image, content), content), image)
+        image = image.astype(np.float32)
+    return image, label
+
+
 def make_gi_phantom(
     size: tuple[int, int, int] | None = None,
     seed: int = 0,
@@ -115,16 +157,7 @@ def make_gi_phantom(
         in-plane flips as the competition's DICOM-derived volumes).
     """
     rng = np.random.default_rng(seed)
-    if size is None:
-        width, height = GI_SIZES[int(rng.integers(len(GI_SIZES)))]
-        size = (width, height, int(rng.integers(70, 100)))
-    shape = tuple(int(s) for s in size)
-    if len(shape) != 3 or min(shape) < 16:
-        raise ValueError(f"size must be three ints (X, Y, Z), each ≥ 16; got {size!r}")
-    if spacing is None:
-        in_plane = max(1.5, 400.0 / max(shape[0], shape[1])) * rng.uniform(0.95, 1.05)
-        spacing = (in_plane, in_plane, _SLICE_MM)
-    spacing = tuple(float(s) for s in spacing)
+    shape, spacing = _grid(rng, size, spacing)
     grid = np.meshgrid(*(np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape), indexing="ij")
     ax, ay = rng.uniform(0.8, 0.92), rng.uniform(0.62, 0.75)
     radius = np.sqrt((grid[0] / ax) ** 2 + (grid[1] / ay) ** 2)
@@ -141,21 +174,9 @@ def make_gi_phantom(
                  (0.1 * shape[2], 0.7 * shape[2]))
     small = _tube(shape, spacing, _small_bowel_path(rng, shape, small_box, spacing, int(rng.integers(200, 300))),
                   rng.uniform(8.0, 11.0))
-    centre = np.array([cx + 0.45 * half_x, cy - 0.35 * half_y, 0.8 * shape[2]])
-    axes_mm = rng.uniform([40, 30, 35], [60, 45, 55])
-    offsets = [(grid[i] + 1) / 2 * (shape[i] - 1) - centre[i] for i in range(3)]
-    wobble = 1.0 + 0.25 * _smooth_noise(rng, shape, 10)
-    stomach = sum((offsets[i] * spacing[i] / axes_mm[i]) ** 2 for i in range(3)) <= wobble
+    stomach = _stomach(rng, grid, spacing, np.array([cx + 0.45 * half_x, cy - 0.35 * half_y, 0.8 * shape[2]]))
     organs = {"large_bowel": (colon, 0.25, 0.6), "small_bowel": (small, 0.55, 0.2), "stomach": (stomach, 0.7, 0.2)}
-    label = np.zeros((*shape, len(GI_CLASSES)), dtype=np.uint8)
-    for c, name in enumerate(GI_CLASSES):
-        mask, level, spread = organs[name]
-        mask &= inner
-        label[..., c] = mask
-        content = level + spread * (_smooth_noise(rng, shape, 5) > 0.4) + 0.05 * texture  # fluid pockets
-        # Where an earlier class is there too (an overlap) the brighter content shows.
-        image = np.where(mask, np.where(label[..., :c].any(-1), np.maximum(image, content), content), image)
-        image = image.astype(np.float32)
+    image, label = _paint_organs(rng, image, organs, inner, texture)
     image = image * _bias_field(rng, shape, bias)
     image = _rician(rng, image, noise)
     affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])

@@ -84,20 +84,7 @@ def make_phantom(
     if noise < 0 or bias < 0:
         raise ValueError(f"noise and bias must be ≥ 0; got noise={noise}, bias={bias}")
     rng = np.random.default_rng(seed)
-    if spacing is None:
-        in_plane = rng.uniform(0.5, 0.6)
-        spacing_mm = np.array([in_plane, in_plane, rng.uniform(0.7, 0.9)])
-    else:
-        spacing_mm = np.asarray(spacing, dtype=np.float64)
-        if spacing_mm.shape != (3,) or np.any(spacing_mm <= 0):
-            raise ValueError(f"spacing must be three positive numbers in mm; got {spacing!r}")
-    if n_trees is None:
-        n_trees = int(rng.integers(3, 7))
-    if vessel_fraction is None:
-        vessel_fraction = float(rng.uniform(0.005, 0.01))
-    if n_trees < 1 or not 0.0 < vessel_fraction < 1.0:
-        raise ValueError(f"n_trees must be ≥ 1 and vessel_fraction in (0, 1); got {n_trees}, {vessel_fraction}")
-
+    spacing_mm, n_trees, vessel_fraction = _case_settings(rng, spacing, n_trees, vessel_fraction)
     extent_mm = np.asarray(shape) * spacing_mm
     centre_mm = (np.asarray(shape) - 1) / 2 * spacing_mm
     head_axes = extent_mm * rng.uniform(0.40, 0.44, size=3)  # the skin's semi-axes
@@ -186,6 +173,29 @@ def phantom_seed(dataset_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([dataset_seed, index]).generate_state(1)[0])
 
 
+def _case_settings(
+    rng: np.random.Generator,
+    spacing: tuple[float, float, float] | None,
+    n_trees: int | None,
+    vessel_fraction: float | None,
+) -> tuple[np.ndarray, int, float]:
+    """:func:`make_phantom`'s spacing, tree count and vessel fraction: the given ones, checked, or drawn."""
+    if spacing is None:
+        in_plane = rng.uniform(0.5, 0.6)
+        spacing_mm = np.array([in_plane, in_plane, rng.uniform(0.7, 0.9)])
+    else:
+        spacing_mm = np.asarray(spacing, dtype=np.float64)
+        if spacing_mm.shape != (3,) or np.any(spacing_mm <= 0):
+            raise ValueError(f"spacing must be three positive numbers in mm; got {spacing!r}")
+    if n_trees is None:
+        n_trees = int(rng.integers(3, 7))
+    if vessel_fraction is None:
+        vessel_fraction = float(rng.uniform(0.005, 0.01))
+    if n_trees < 1 or not 0.0 < vessel_fraction < 1.0:
+        raise ValueError(f"n_trees must be ≥ 1 and vessel_fraction in (0, 1); got {n_trees}, {vessel_fraction}")
+    return spacing_mm, n_trees, vessel_fraction
+
+
 def _as_shape(size: int | tuple[int, int, int]) -> tuple[int, int, int]:
     shape = (int(size),) * 3 if np.isscalar(size) else tuple(int(s) for s in size)
     if len(shape) != 3 or min(shape) < 16:
@@ -236,6 +246,10 @@ def _vessel_trees(
     its middle. Branches grow breadth first (``n_trees`` roots; a new root whenever all branches have
     ended) until the tube volume reaches ``budget_mm3``.
     Plain Python floats: numpy's per-call overhead would dominate on 3-vectors.
+
+    An algorithm that reads better whole: the walk's state (position, direction, angular velocity,
+    radius, the volume used) changes at every step of one hot loop, and the draws must keep their order
+    for phantoms to stay bit-identical; helpers would pass all of it back and forth, a call per step.
 
     Returns:
         ``(points, radii, brightness)``: ``(N, 3)`` positions in mm in the array frame, ``(N,)`` radii in mm,
