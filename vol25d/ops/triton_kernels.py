@@ -273,6 +273,8 @@ def _mip_kernel(
     # test, one sample of margin each side), computes each sample's position and bilinear corners once for
     # the D-slab, and keeps a running max (and its first j) over the samples inside the volume.
     # The ray-tile layout with blocks of VIEWS views in place of single views.
+    # A kernel that reads better whole: the slab test, the sample loop and the running max share the
+    # block's registers, and Triton inlines helpers anyway (_ray_tile and _layout are the parts it reuses).
     n, vb, offs_d, offs_s, mask_d, mask_s = _ray_tile(
         tl.program_id(0), tl.cdiv(count, VIEWS), depth, detector, BLOCK_D, BLOCK_S
     )
