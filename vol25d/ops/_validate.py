@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import torch
 
+from vol25d.geometry import default_detector
+
+
+def _check_5d(tensor: torch.Tensor, name: str, layout: str) -> None:
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() != 5:
+        shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise ValueError(f"{name} must be a 5-D tensor {layout}; got {shape}")
+    if not tensor.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor; got dtype {tensor.dtype}")
+
 
 def check_volume(volume: torch.Tensor) -> None:
-    if not isinstance(volume, torch.Tensor) or volume.dim() != 5:
-        shape = tuple(volume.shape) if isinstance(volume, torch.Tensor) else type(volume).__name__
-        raise ValueError(f"volume must be a 5-D tensor (B, C, D, H, W); got {shape}")
-    if not volume.is_floating_point():
-        raise ValueError(f"volume must be a floating-point tensor; got dtype {volume.dtype}")
+    _check_5d(volume, "volume", "(B, C, D, H, W)")
 
 
 def check_views(views: torch.Tensor) -> None:
-    if not isinstance(views, torch.Tensor) or views.dim() != 5:
-        shape = tuple(views.shape) if isinstance(views, torch.Tensor) else type(views).__name__
-        raise ValueError(f"views must be a 5-D tensor (B, C, p, D, S); got {shape}")
-    if not views.is_floating_point():
-        raise ValueError(f"views must be a floating-point tensor; got dtype {views.dtype}")
+    _check_5d(views, "views", "(B, C, p, D, S)")
+
+
+def check_projection(volume: torch.Tensor, angles: torch.Tensor, detector: int | None) -> int:
+    """Check a projection's arguments (:func:`~vol25d.ops.mip`, :func:`~vol25d.ops.project`); returns the
+    detector size, :func:`~vol25d.geometry.default_detector` of ``(H, W)`` when ``detector`` is ``None``."""
+    check_volume(volume)
+    check_angles(angles)
+    if detector is None:
+        detector = default_detector(volume.shape[-2], volume.shape[-1])
+    check_detector(detector)
+    return detector
 
 
 def check_angles(angles: torch.Tensor, count: int | None = None) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vol25d.geometry import default_detector
-from vol25d.ops._validate import check_angles, check_detector, check_volume
+from vol25d.ops._validate import check_projection
 from vol25d.ops.backend import kernels_for
 
 
@@ -48,9 +47,5 @@ def project(volume: torch.Tensor, angles: torch.Tensor, detector: int | None = N
         >>> project(x, torch.tensor([0.0]), detector=8)[0, 0, 0].allclose(x[0, 0].sum(-1))
         True
     """
-    check_volume(volume)
-    check_angles(angles)
-    if detector is None:
-        detector = default_detector(volume.shape[-2], volume.shape[-1])
-    check_detector(detector)
+    detector = check_projection(volume, angles, detector)
     return _Project.apply(volume, angles.to(volume.device), detector)
