@@ -75,6 +75,14 @@ VARIANTS = {
     "seed-local": ({"reconstruction": "seed", "channels": (16, 32, 64), "strides": (2, 2)}, {}, {}),
     # U held harder to the label's own MIPs.
     "image-views4": ({"reconstruction": "image"}, {"view_loss_weight": 4.0}, {}),
+    # Wider intensity augmentation (contrast, offset, gamma, noise): the generators differ most in contrast.
+    "image-intensity": ({"reconstruction": "image"}, {}, {
+        "intensity_prob": 0.6, "intensity_scale": (0.7, 1.4), "intensity_shift": 0.3,
+        "gamma_prob": 0.6, "gamma_range": (0.5, 2.0), "noise_prob": 0.3, "noise_std": 0.2}),
+    # A smooth multiplicative bias field (AugmentConfig.bias_prob): the generators' bias fields differ in kind.
+    "image-bias": ({"reconstruction": "image"}, {}, {"bias_prob": 0.5, "bias_strength": 0.5}),
+    # T normalising R's output per case (instance norm) instead of one learnt scale: a threshold that adapts.
+    "image-instance": ({"reconstruction": "image", "head_norm": "instance"}, {}, {}),
 }
 
 
@@ -187,7 +195,8 @@ def main(argv=None) -> int:
                                                              augment=augment, **train_settings),
                                       model_config=model, quiet=True)
                         train(data, run, TrainConfig(path=2, epochs=args.epochs2, device="cpu", seed=seed,
-                                                     **train_settings), init=first.checkpoint, quiet=True)
+                                                     augment=augment, **train_settings),
+                              init=first.checkpoint, quiet=True)
                         seconds = time.perf_counter() - start
                         timing.write_text(json.dumps({"seconds": seconds}))
                     for target, folder in tests.items():

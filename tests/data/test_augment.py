@@ -102,3 +102,39 @@ def test_bad_arguments_are_named():
     config = AugmentConfig()
     assert AugmentConfig.from_dict(config.to_dict()) == config
     assert dataclasses.replace(config, enabled=False).enabled is False
+
+
+def _bias_only(**settings) -> AugmentConfig:
+    return AugmentConfig(flip_prob_dhw=(0.0, 0.0, 0.0), affine_prob=0.0, intensity_prob=0.0, gamma_prob=0.0,
+                         noise_prob=0.0, **settings)
+
+
+def test_the_bias_field_is_smooth_multiplicative_above_the_minimum_and_within_its_strength():
+    torch.manual_seed(0)
+    image = 0.2 + torch.rand(3, 1, 12, 16, 20)
+    label = torch.zeros(3, 1, 12, 16, 20, dtype=torch.uint8)
+    out, out_label = augment(image, label, _bias_only(bias_prob=1.0, bias_strength=0.5),
+                             generator=torch.Generator().manual_seed(4))
+    low = image.amin(dim=(2, 3, 4), keepdim=True)
+    log_field = ((out - low) / (image - low).clamp_min(1e-6)).log()
+    inside = (image - low) > 1e-3
+    assert torch.equal(out_label, label)
+    assert log_field[inside].abs().max() <= 0.5 + 1e-4
+    per_sample = [log_field[b][inside[b]].abs().max() for b in range(3)]
+    assert min(per_sample) >= 0.25 - 1e-4  # the span drawn from [0.5, 1] × strength
+    # Smooth: neighbouring voxels' log differs far less than the field's span.
+    step = (log_field[:, :, :, :, 1:] - log_field[:, :, :, :, :-1])[inside[..., 1:] & inside[..., :-1]].abs()
+    assert step.max() < 0.25
+    assert not torch.allclose(log_field[0][inside[0]], log_field[1][inside[1]])  # one field per sample
+
+
+def test_the_bias_field_is_off_by_default_and_its_draws_leave_the_other_augmentations_alone():
+    image, label = cube_batch()
+    assert AugmentConfig().bias_prob == 0.0
+    plain = augment(image, label, AugmentConfig(), generator=torch.Generator().manual_seed(5))
+    never = augment(image, label, AugmentConfig(bias_strength=0.9), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(plain[0], never[0]) and torch.equal(plain[1], never[1])
+    with pytest.raises(InputError, match="bias_strength"):
+        AugmentConfig(bias_strength=-0.1)
+    with pytest.raises(InputError, match="bias_prob"):
+        AugmentConfig(bias_prob=1.5)

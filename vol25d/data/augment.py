@@ -45,6 +45,9 @@ class AugmentConfig:
         gamma_prob, gamma_range: probability and range of ``x ↦ x^γ`` on the sample's min–max range.
         noise_prob, noise_std: probability of Gaussian noise with σ drawn from ``[0, noise_std]`` times the
             sample's standard deviation.
+        bias_prob, bias_strength: probability of a smooth multiplicative field (a random polynomial of order
+            3 in the normalised coordinates, as a receive coil's sensitivity) applied above the sample's
+            minimum; its log spans ``±bias_strength`` times a draw from ``[0.5, 1]``. Off by default.
     """
 
     enabled: bool = True
@@ -60,9 +63,11 @@ class AugmentConfig:
     gamma_range: tuple[float, float] = (0.7, 1.5)
     noise_prob: float = 0.15
     noise_std: float = 0.1
+    bias_prob: float = 0.0
+    bias_strength: float = 0.4
 
     def __post_init__(self) -> None:
-        for name in ("affine_prob", "intensity_prob", "gamma_prob", "noise_prob", "flip_prob_dhw"):
+        for name in ("affine_prob", "intensity_prob", "gamma_prob", "noise_prob", "bias_prob", "flip_prob_dhw"):
             value = getattr(self, name)
             values = value if isinstance(value, (tuple, list)) else (value,)
             if not all(0.0 <= float(v) <= 1.0 for v in values):
@@ -72,6 +77,9 @@ class AugmentConfig:
             if not 0.0 < low <= high:
                 raise InputError(f"augmentation {name} must be (low, high) with 0 < low ≤ high; got {(low, high)}")
             object.__setattr__(self, name, (float(low), float(high)))
+        if not self.bias_strength >= 0:
+            raise InputError(f"augmentation bias_strength must be ≥ 0 (the largest log of the field); "
+                             f"got {self.bias_strength}")
         object.__setattr__(self, "flip_prob_dhw", tuple(float(p) for p in self.flip_prob_dhw))
 
     def to_dict(self) -> dict:
@@ -107,9 +115,30 @@ def _chosen(probability: float, batch: int, like: torch.Tensor) -> torch.Tensor:
     return (torch.rand(batch, 1, 1, 1, 1) < probability).to(like.device)
 
 
+_BIAS_TERMS = [(i, j, k) for i in range(4) for j in range(4 - i) for k in range(4 - i - j) if i + j + k > 0]
+
+
+def _bias(image: torch.Tensor, config: AugmentConfig) -> torch.Tensor:
+    """The smooth multiplicative field of ``bias_prob`` (see :class:`AugmentConfig`), draws from the CPU generator."""
+    batch, dims = image.shape[0], (2, 3, 4)
+    axes = [torch.linspace(-1.0, 1.0, n, dtype=torch.float32, device=image.device) for n in image.shape[2:]]
+    coefficients = torch.randn(batch, len(_BIAS_TERMS)).to(image.device)
+    log_field = torch.zeros(batch, 1, *image.shape[2:], device=image.device)
+    for t, (i, j, k) in enumerate(_BIAS_TERMS):
+        term = axes[0].pow(i)[:, None, None] * axes[1].pow(j)[None, :, None] * axes[2].pow(k)[None, None, :]
+        log_field += coefficients[:, t].view(batch, 1, 1, 1, 1) * term
+    span = log_field.abs().amax(dim=dims, keepdim=True).clamp_min(1e-6)
+    log_field *= _uniform(0.5, 1.0, batch, log_field) * config.bias_strength / span
+    low = image.amin(dim=dims, keepdim=True)
+    biased = low + (image - low) * log_field.exp().to(image.dtype)
+    return torch.where(_chosen(config.bias_prob, batch, image), biased, image)
+
+
 def _intensity(image: torch.Tensor, config: AugmentConfig, seed: int) -> torch.Tensor:
     batch = image.shape[0]
     dims = (2, 3, 4)
+    if config.bias_prob > 0:
+        image = _bias(image, config)
     std = image.std(dim=dims, keepdim=True).clamp_min(1e-6)
     if config.intensity_prob > 0:
         scale = _uniform(*config.intensity_scale, batch, image)
