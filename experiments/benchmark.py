@@ -4,7 +4,8 @@ same preprocessing, augmentation, optimiser, loss and training-time budget per m
 Usage:
     python experiments/benchmark.py [--budget-s 600] [--size 128] [--n-train 40] [--n-test 10]
                                     [--data MSD_FOLDER] [--name benchmark] [--out-dir DIR] [--sweep] [--smoke]
-                                    [--methods vol25d,slice2d,...]
+                                    [--methods vol25d,slice2d,...] [--seed 0]
+    python experiments/benchmark.py --collect results/A.md results/B.md ... --name NAME
 
 Methods (names as in the output):
 
@@ -498,6 +499,39 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
     return "\n".join(lines) + "\n"
 
 
+def collect(paths: list[Path], out_dir: Path, name: str) -> str:
+    """Mean ± sd over runs (one per seed) of earlier reports, per method; vol25d's row is named by its
+    reconstruction. The reports must share their budget and data settings: a table over runs of different
+    budgets would not be one comparison, so a mismatch raises ``ValueError`` naming the two files."""
+    rows: dict[str, list[list[float]]] = {}
+    settings_of: dict[str, Path] = {}
+    for path in paths:
+        text = path.read_text()
+        same = "\n".join(line for line in text.splitlines() if line.startswith(("- budget", "- data:")))
+        if settings_of and same not in settings_of:
+            raise ValueError(f"{path} was run with other budget or data settings than {next(iter(settings_of.values()))}")
+        settings_of.setdefault(same, path)
+        reconstruction = text.split("vol25d's reconstruction: ", 1)[1].split()[0] if "vol25d's reconstruction: " in text else "seed"
+        for line in text.split("## Machine", 1)[0].splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if line.startswith("|") and cells[0] in METHODS:
+                label = f"vol25d ({reconstruction})" if cells[0] == "vol25d" else cells[0]
+                rows.setdefault(label, []).append([float(cells[1]), float(cells[2]), float(cells[3])])
+    lines = [f"# Benchmark over runs ({name})", "",
+             f"Collected from {', '.join(f'[{p.name}]({p.name})' for p in paths)} (settings and machine in each, "
+             "one seed per run); mean ± standard deviation over the runs, and the worst run's Dice.", "",
+             "| method | runs | Dice | worst run's Dice | HD95 (mm) | clDice |", "|---|---|---|---|---|---|"]
+    for label, values in sorted(rows.items(), key=lambda item: -np.mean([v[0] for v in item[1]])):
+        table = np.array(values)
+        cells = [f"{table[:, i].mean():.3f} ± {table[:, i].std():.3f}" for i in range(3)]
+        lines.append(f"| {label} | {len(values)} | {cells[0]} | {table[:, 0].min():.3f} | {cells[1]} | {cells[2]} |")
+    text = "\n".join(lines) + "\n"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.md").write_text(text)
+    print(text)
+    return text
+
+
 def parse_methods(text: str) -> tuple[str, ...]:
     """``"vol25d,slice2d"`` → ``("vol25d", "slice2d")`` in the order of :data:`METHODS`; an unknown or empty
     list raises ``ValueError`` naming the known methods."""
@@ -555,7 +589,16 @@ def main(argv=None) -> None:
                         help=f"comma-separated subset of {','.join(METHODS)} (default all)")
     parser.add_argument("--reconstruction", choices=("seed", "image"), default="seed",
                         help="vol25d's ModelConfig.reconstruction (default seed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, split, weights and draws (default 0)")
+    parser.add_argument("--collect", type=Path, nargs="+", metavar="REPORT",
+                        help="summarise earlier reports (one per seed) into --name: mean ± sd per method")
     args = parser.parse_args(argv)
+    if args.collect:
+        try:
+            collect(args.collect, args.out_dir or RESULTS, args.name)
+        except (OSError, ValueError) as error:
+            parser.error(str(error))
+        return
     try:
         methods = parse_methods(args.methods)
     except ValueError as error:
@@ -567,7 +610,7 @@ def main(argv=None) -> None:
     out_dir = args.out_dir or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(args.budget_s, args.size, args.n_train, args.n_test, args.data, resolve_device(args.device),
-                        args.smoke, methods=methods, reconstruction=args.reconstruction)
+                        args.smoke, seed=args.seed, methods=methods, reconstruction=args.reconstruction)
     with tempfile.TemporaryDirectory(prefix="vol25d-benchmark-") as scratch:
         work = Path(scratch)
         train_dir, train_cases_all, test_cases = make_data(settings, work)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
 METHODS = ("vol25d", "unet3d", "unet3d-patch", "slice2d", "stack25d")
 
@@ -55,3 +57,28 @@ def test_the_patch_is_at_most_the_volume():
     settings = benchmark.Settings(1.0, 48, 1, 1, None, benchmark.torch.device("cpu"), smoke=False)
     assert settings.patch_for((48, 40, 200)) == (48, 32, 96)
     assert settings.patch_for((8, 8, 8)) == (16, 16, 16)  # the network's smallest input, padded
+
+
+def _report(path, reconstruction, rows, budget="300"):
+    table = "\n".join(f"| {method} | {dice:.3f} | 1.00 | 0.900 | n/a | n/a | 10 | 1.0 | 0.100 |" for method, dice in rows)
+    path.write_text(f"# Benchmark: x\n\n| method | Dice | HD95 (mm) | clDice | train memory | inference memory | steps | "
+                    f"train s | inference s/volume |\n|---|---|---|---|---|---|---|---|---|\n{table}\n\n## Machine\n\n"
+                    f"CPU x\n\n## Settings\n\n- methods: a; vol25d's reconstruction: {reconstruction}\n"
+                    f"- budget {budget} s of training per method\n- data: phantoms 48³\n")
+    return path
+
+
+def test_collect_gives_mean_and_spread_per_method_over_runs_and_refuses_mixed_budgets(tmp_path):
+    benchmark = _module()
+    runs = [_report(tmp_path / "a.md", "image", [("vol25d", 0.8), ("slice2d", 0.7)]),
+            _report(tmp_path / "b.md", "image", [("vol25d", 0.6), ("slice2d", 0.7)]),
+            _report(tmp_path / "c.md", "seed", [("vol25d", 0.5)])]
+    text = benchmark.collect(runs, tmp_path, "over")
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+                                          if line.startswith("| ") and not line.startswith("| method"))}
+    assert rows["vol25d (image)"][1:4] == ["2", "0.700 ± 0.100", "0.600"]
+    assert rows["slice2d"][2] == "0.700 ± 0.000" and rows["vol25d (seed)"][1] == "1"
+    assert (tmp_path / "over.md").read_text() == text
+    odd = _report(tmp_path / "d.md", "image", [("vol25d", 0.8)], budget="60")
+    with pytest.raises(ValueError, match="d.md"):
+        benchmark.collect([runs[0], odd], tmp_path, "over")
