@@ -32,8 +32,8 @@ of steps is its budget divided by the time of one step, timed on two steps befor
 All methods, vol25d included (its network applied to the same preprocessed tensor), are scored on the
 preprocessed grid, HD95 in mm at the preprocessed spacing.
 
-``--reconstruction image`` trains vol25d with ``ModelConfig.reconstruction="image"`` (the explained
-back-projection) instead of the seed's.
+``--reconstruction seed`` trains vol25d with the seed method's ``R ∘ F`` instead of the default explained
+back-projection (``ModelConfig.reconstruction="image"``).
 
 ``--methods`` picks a subset (comma-separated names from the list above; default all), so that a comparison
 fits in minutes; every chosen method still gets the same data, budget, augmentation and loss.
@@ -93,7 +93,7 @@ class Settings:
     smoke: bool
     seed: int = 0
     methods: tuple[str, ...] = METHODS
-    reconstruction: str = "seed"
+    reconstruction: str = ModelConfig().reconstruction
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -587,8 +587,8 @@ def main(argv=None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny run on CPU; needs --out-dir")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated subset of {','.join(METHODS)} (default all)")
-    parser.add_argument("--reconstruction", choices=("seed", "image"), default="seed",
-                        help="vol25d's ModelConfig.reconstruction (default seed)")
+    parser.add_argument("--reconstruction", choices=("seed", "image"), default=ModelConfig().reconstruction,
+                        help=f"vol25d's ModelConfig.reconstruction (default {ModelConfig().reconstruction})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, split, weights and draws (default 0)")
     parser.add_argument("--collect", type=Path, nargs="+", metavar="REPORT",
                         help="summarise earlier reports (one per seed) into --name: mean ± sd per method")

@@ -11,6 +11,7 @@ from vol25d import capacity
 from vol25d.data.dataset import load_dataset, split_cases
 from vol25d.data.prepare import prepare_cases
 from vol25d.data.preprocess import DEFAULT_MAX_VOXELS, PreprocessConfig
+from vol25d.geometry import default_detector
 from vol25d.errors import InputError
 from vol25d.model import ModelConfig
 
@@ -83,7 +84,8 @@ def test_the_cuda_branch_budgets_free_memory_less_path_2s_cache(monkeypatch, cap
     with caplog.at_level(logging.INFO, logger="vol25d.capacity"):
         cap = capacity.plan_voxel_cap(config, (12, 16, 16), torch.device("cuda"), True, cached_cases=3,
                                       checkpoint_views=2)
-    cache = 3 * config.directions * 1 * 12 * 23 * 4  # m views of D × S bins (S = 23 for 16 × 16), float32
+    planes = config.out_channels + (config.reconstruction == "image")  # U's views, and the image's for "image"
+    cache = 3 * config.directions * planes * 12 * default_detector(16, 16) * 4  # m views of D × S bins, float32
     assert len(steps) == 1 and math.isfinite(steps[0])
     assert cap == int(12 * 16 * 16 * (0.8 * free - cache) / (1e4 * 12 * 16 * 16))
     assert "full resolution" in caplog.text and "a test GPU" in caplog.text

@@ -79,7 +79,7 @@ def test_weights_that_do_not_fit_the_settings(tmp_path):
 
 
 def test_an_old_checkpoint_without_a_reconstruction_loads_as_the_seed_one(tmp_path):
-    values = _values(Random25DUNet(1, 1, **SMALL))
+    values = _values(Random25DUNet(1, 1, reconstruction="seed", **SMALL))  # all there was then
     del values["model_config"]["reconstruction"]  # as written before the setting existed
     path = save_checkpoint(values, tmp_path / "path1.pt")
     loaded = model_from_checkpoint(Checkpoint.load(path), path)

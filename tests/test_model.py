@@ -6,7 +6,7 @@ import torch
 from vol25d.geometry import default_detector, random_directions
 from vol25d.model import ModelConfig, Random25DUNet
 
-SMALL = dict(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, directions=8, views=3)
+SMALL = dict(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, directions=8, views=3, reconstruction="seed")
 
 
 def drawn(model: Random25DUNet, seed: int = 0) -> torch.Tensor:
@@ -59,7 +59,7 @@ def test_eval_chunks_give_the_same_result_as_one_pass():
 def test_all_views_then_segment_from_views_is_the_eval_forward(reconstruction):
     """Path 2's two steps (U's views of all m directions, cached; T ∘ R ∘ F of them) give what inference gives."""
     torch.manual_seed(0)
-    model = Random25DUNet(1, 2, view_chunk=3, reconstruction=reconstruction, **SMALL).eval()
+    model = Random25DUNet(1, 2, view_chunk=3, **dict(SMALL, reconstruction=reconstruction)).eval()
     x = torch.rand(1, 1, 10, 12, 12)
     with torch.no_grad():
         probabilities, image_views = model.all_view_probabilities(x)
@@ -278,3 +278,22 @@ def test_image_reconstruction_needs_the_mip():
         ModelConfig(reconstruction="image", projection="sum")
     with pytest.raises(ValueError, match="reconstruction must be one of"):
         ModelConfig(reconstruction="hull")
+
+
+def test_the_default_reconstruction_is_the_image_one_for_mips_and_the_seed_one_for_sums():
+    assert ModelConfig().reconstruction == "image" and ModelConfig(projection="sum").reconstruction == "seed"
+    assert ModelConfig.from_dict({"reconstruction": None}) == ModelConfig()
+    assert ModelConfig.from_dict(ModelConfig(projection="sum").to_dict()).reconstruction == "seed"  # saved resolved
+    assert Random25DUNet(1, 1, **dict(SMALL, reconstruction=None)).explanation is not None
+
+
+def test_activation_checkpointing_gives_the_same_gradients_with_the_image_reconstruction():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 8, 8, 8)
+    plain = Random25DUNet(1, 1, **IMAGE)
+    checkpointed = Random25DUNet(1, 1, checkpoint_views=1, **IMAGE)
+    checkpointed.load_state_dict(plain.state_dict())
+    for model in (plain, checkpointed):
+        model.train()(x, drawn(model, 3)).sum().backward()
+    for mine, theirs in zip(checkpointed.parameters(), plain.parameters()):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-4)

@@ -79,17 +79,18 @@ class ModelConfig:
             phantoms the average blurs sub-voxel vessels away: with perfect views the best Dice drops from
             0.79 to 0.53, and trained end to end ``"none"`` reached 0.41 validation Dice where ``"learned"``
             reached 0.39 and, with Dice loss alone, 0.06 (experiments/results/tuning.md).
-        reconstruction: ``"seed"`` (the default: ``R ∘ F``, the filtered views back-projected along whole
-            rays, whose best with perfect views is the visual hull) or ``"image"`` (the explained
-            back-projection, :func:`~vol25d.ops.backproject_explained`: each view's probability goes to a
-            voxel in proportion to ``σ((x - V̂ + margin) / s)``, how close the voxel's own intensity ``x`` is
-            to the view's MIP value ``V̂`` at its detector position; ``margin`` and ``s`` learnable per
-            class). Needs ``projection="mip"``; the image's first channel is the one compared. With perfect
-            views (the label's MIPs, m = 64, best threshold per case) it lifts the ceiling from 0.55 to 0.88
-            on vol25d's 48³ phantoms and from 0.76 to 0.91 on ``experiments/other_phantoms.py``
-            (experiments/results/ceiling.md), but lowers it from 0.90 to 0.88 on the GI-tract-like phantoms,
-            whose organs are not the brightest thing along a ray (experiments/results/ceiling_gi.md): hence
-            not the default.
+        reconstruction: ``"image"`` or ``"seed"``; ``None`` (the default) picks ``"image"`` for
+            ``projection="mip"`` and ``"seed"`` for ``"sum"``. ``"seed"`` is the seed method's ``R ∘ F``: the
+            filtered views back-projected along whole rays, whose best with perfect views is the visual hull.
+            ``"image"`` is the explained back-projection (:func:`~vol25d.ops.backproject_explained`): each
+            view's probability goes to a voxel in proportion to ``σ((x - V̂ + margin) / s)``, how close the
+            voxel's own intensity ``x`` is to the view's MIP value ``V̂`` at its detector position; ``margin``
+            and ``s`` learnable per class. It needs ``projection="mip"``; the image's first channel is the one
+            compared. Trained alike (same U, epochs and data; 3 seeds) it scored higher on held-out vol25d
+            phantoms (0.830 against 0.584), ``experiments/other_phantoms.py``'s (0.541 against 0.473) and the
+            GI-tract-like phantoms (experiments/results/gi_reconstruction.md), although its perfect-view
+            ceiling there is a little lower (0.88 against 0.90, experiments/results/ceiling_gi.md): hence the
+            default. Checkpoints written before it was keep the reconstruction they were trained with.
 
     Memory controls are not model settings: ``view_chunk`` and ``checkpoint_views`` are arguments of
     :class:`Random25DUNet` (and of training and prediction), so a model trained with one may run with another.
@@ -109,7 +110,7 @@ class ModelConfig:
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
     head_norm: Literal["affine", "instance"] = "affine"
     head_pool: Literal["none", "avg", "learned"] = "none"
-    reconstruction: Literal["seed", "image"] = "seed"
+    reconstruction: Literal["seed", "image"] | None = None
 
     def __post_init__(self):
         if self.filter_radius is None:
@@ -128,11 +129,14 @@ class ModelConfig:
             raise ValueError(f"head_norm must be one of {_HEAD_NORMS}; got {self.head_norm!r}")
         if self.filter_init not in _FILTER_INITS:
             raise ValueError(f"filter_init must be one of {_FILTER_INITS}; got {self.filter_init!r}")
+        if self.reconstruction is None and self.projection in _PROJECTIONS:
+            object.__setattr__(self, "reconstruction", "image" if self.projection == "mip" else "seed")
         if self.reconstruction not in _RECONSTRUCTIONS:
             raise ValueError(f"reconstruction must be one of {_RECONSTRUCTIONS}; got {self.reconstruction!r}")
         if self.reconstruction == "image" and self.projection != "mip":
             raise ValueError(f"reconstruction='image' compares voxels with their rays' maximum and needs "
-                             f"projection='mip'; got projection={self.projection!r}")
+                             f"projection='mip'; got projection={self.projection!r} (set reconstruction: seed for "
+                             "sum projections, or leave it unset)")
         if self.head_pool not in _HEAD_POOLS:
             raise ValueError(f"head_pool must be one of {_HEAD_POOLS}; got {self.head_pool!r}")
         if len(self.channels) != len(self.strides) + 1:
