@@ -110,15 +110,18 @@ def test_freeze_unet_keeps_filtration_and_head_trainable():
     assert model.filtration.kernel.grad is not None
 
 
-def test_activation_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("reconstruction", ["seed", "image"])
+def test_activation_checkpointing_gives_the_same_gradients(reconstruction):
     torch.manual_seed(0)
     x = torch.rand(1, 1, 8, 8, 8)
-    plain = Random25DUNet(1, 1, **SMALL)
-    checkpointed = Random25DUNet(1, 1, checkpoint_views=1, **SMALL)
+    settings = dict(SMALL, reconstruction=reconstruction)
+    plain = Random25DUNet(1, 1, **settings)
+    checkpointed = Random25DUNet(1, 1, checkpoint_views=1, **settings)
     checkpointed.load_state_dict(plain.state_dict())
     for model in (plain, checkpointed):
         model.train()(x, drawn(model, 3)).sum().backward()
-    torch.testing.assert_close(checkpointed.filtration.kernel.grad, plain.filtration.kernel.grad)
+    for mine, theirs in zip(checkpointed.parameters(), plain.parameters()):  # summed in another order: float32
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-4)
 
 
 def test_training_step_keeps_no_per_view_copy_of_the_volume():
@@ -286,14 +289,3 @@ def test_the_default_reconstruction_is_the_image_one_for_mips_and_the_seed_one_f
     assert ModelConfig.from_dict(ModelConfig(projection="sum").to_dict()).reconstruction == "seed"  # saved resolved
     assert Random25DUNet(1, 1, **dict(SMALL, reconstruction=None)).explanation is not None
 
-
-def test_activation_checkpointing_gives_the_same_gradients_with_the_image_reconstruction():
-    torch.manual_seed(0)
-    x = torch.rand(1, 1, 8, 8, 8)
-    plain = Random25DUNet(1, 1, **IMAGE)
-    checkpointed = Random25DUNet(1, 1, checkpoint_views=1, **IMAGE)
-    checkpointed.load_state_dict(plain.state_dict())
-    for model in (plain, checkpointed):
-        model.train()(x, drawn(model, 3)).sum().backward()
-    for mine, theirs in zip(checkpointed.parameters(), plain.parameters()):
-        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-4)

@@ -275,7 +275,9 @@ class Head(nn.Module):
 
 
 class Random25DUNet(nn.Module):
-    """Fully 3D segmentation from 2D views: ``head(backproject(filtration(unet(mip(x)))) / p)``.
+    """Fully 3D segmentation from 2D views: ``head(R(filtration(unet(mip(x)))) / p)``, where ``R`` is the
+    explained back-projection of the views against the image's own MIPs (``reconstruction="image"``, the
+    default with MIPs) or the seed method's plain ``backproject`` (``reconstruction="seed"``).
 
     A training step passes the ``p`` directions it drew (:func:`~vol25d.geometry.random_directions`; the
     drawing belongs to training); inference uses all ``m``, ``view_chunk`` views at a time, so memory is the
