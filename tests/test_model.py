@@ -288,4 +288,3 @@ def test_the_default_reconstruction_is_the_image_one_for_mips_and_the_seed_one_f
     assert ModelConfig.from_dict({"reconstruction": None}) == ModelConfig()
     assert ModelConfig.from_dict(ModelConfig(projection="sum").to_dict()).reconstruction == "seed"  # saved resolved
     assert Random25DUNet(1, 1, **dict(SMALL, reconstruction=None)).explanation is not None
-
