@@ -26,8 +26,10 @@ class DemoSettings:
     """Sizes of the demo: ``cpu()`` fits 2 CPU cores in a few minutes, ``gpu()`` is a larger run.
 
     On a CPU the demo's U has one residual unit per level instead of two, which makes p = 24 views per step
-    affordable: held-out Dice 0.619 in 7.5 min, against 0.594 in 5.3 min with p = 16 and the default U, and
-    0.607 in 8.7 min with p = 24 and the default U (experiments/results/tuning.md).
+    affordable: with the seed reconstruction, held-out Dice 0.619 in 7.5 min, against 0.594 in 5.3 min with
+    p = 16 and the default U, and 0.607 in 8.7 min with p = 24 and the default U
+    (experiments/results/tuning.md). With the image reconstruction (the default now) the same demo gave 0.826
+    (README, "Measured figures").
     """
 
     train_cases: int
