@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny phantom dataset and a tiny model configuration, written in tmp folders."""
 
+import importlib.util
 import locale
 import os
 import subprocess
@@ -13,6 +14,16 @@ import yaml
 from vol25d.data.phantom import write_phantom_dataset
 
 TINY_MODEL = {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1, "directions": 8, "views": 2}
+
+
+def load_script(path: Path, name: str):
+    """Import the script at ``path`` (an experiment, not a package module) as the module ``name``; it is
+    registered in ``sys.modules`` first, where dataclasses and ``from name import …`` look it up."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

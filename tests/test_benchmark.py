@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
 METHODS = ("vol25d", "unet3d", "unet3d-patch", "slice2d", "stack25d")
 
@@ -32,13 +34,7 @@ def test_smoke_run_writes_a_row_per_method_and_a_plot(tmp_path):
 
 
 def _module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "benchmark")
 
 
 def test_methods_are_parsed_in_table_order_and_an_unknown_one_is_one_clear_error():

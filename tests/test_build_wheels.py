@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "kaggle" / "build_wheels.py"
-_spec = importlib.util.spec_from_file_location("build_wheels", SCRIPT)
-build_wheels = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build_wheels)
+build_wheels = load_script(SCRIPT, "build_wheels")
 
 
 def report(*distributions: tuple[str, str]) -> dict:

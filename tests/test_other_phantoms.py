@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_script
 from vol25d.data.check import check_dataset
 from vol25d.data.dataset import load_dataset
 from vol25d.io import read_volume
@@ -18,15 +17,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "other_phantoms.p
 SIZE = 32
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("other_phantoms", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("other_phantoms", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-op = _module()
+op = load_script(SCRIPT, "other_phantoms")
 
 
 @pytest.fixture(scope="module")
