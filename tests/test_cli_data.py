@@ -52,3 +52,11 @@ def test_evaluate_reads_class_names_written_the_msd_way(phantoms, tmp_path):
     result = vol25d("evaluate", "--pred", refs / "labelsTr", "--ref", refs / "labelsTr")
     assert result.returncode == 0, result.stderr
     assert "vessel" in result.stdout and result.stdout.strip().endswith("mean Dice: 1.000")
+
+
+def test_make_phantoms_writes_the_chosen_layout(tmp_path):
+    assert vol25d("-q", "make-phantoms", tmp_path / "s", "--n", 1, "--size", 16, "--layout", "spread").returncode == 0
+    assert "layout spread" in (tmp_path / "s" / "dataset.json").read_text()
+    refused = vol25d("make-phantoms", tmp_path / "x", "--layout", "grid")
+    assert refused.returncode == 2 and "invalid choice: 'grid'" in refused.stderr
+    assert not (tmp_path / "x").exists()

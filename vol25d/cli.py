@@ -242,7 +242,7 @@ def _cmd_info(args) -> int:
 def _cmd_make_phantoms(args) -> int:
     from vol25d.data.phantom import write_phantom_dataset
 
-    root = write_phantom_dataset(args.out, args.n, args.size, args.seed)
+    root = write_phantom_dataset(args.out, args.n, args.size, args.seed, layout=args.layout)
     print(f"wrote {args.n} phantoms of size {args.size} to {root}")
     return 0
 
@@ -437,6 +437,9 @@ def _add_make_phantoms(commands, parents: list[argparse.ArgumentParser]) -> None
     p.add_argument("--n", type=int, default=12, help="number of cases (default 12)")
     p.add_argument("--size", type=int, default=48, help="voxels a side (default 48)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", choices=("tangle", "spread", "mixed"), default="tangle",  # phantom.LAYOUTS, unimported
+                   help="how the vessel trees fill the head: tangle (dense, in its middle), spread (over the "
+                        "whole head, near its surface too) or mixed (one of the two per case); default tangle")
     p.set_defaults(run=_cmd_make_phantoms)
 
 

@@ -40,6 +40,7 @@ _SHELL_BRIGHTNESS = 0.5
 _TISSUE_BRIGHTNESS = 0.3
 _PHANTOM_FILE = re.compile(r"^phantom_(?P<index>\d{3,})(_0000)?\.nii\.gz$")
 _MAX_SPLAT = 400_000  # voxel-offset pairs per rendering chunk (bounds the temporary memory)
+LAYOUTS = ("tangle", "spread", "mixed")  # make_phantom's tree layouts
 
 
 def make_phantom(
@@ -51,6 +52,7 @@ def make_phantom(
     vessel_fraction: float | None = None,
     noise: float = 0.03,
     bias: float = 0.15,
+    layout: str = "tangle",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One synthetic TOF-MRA-like volume and its vessel label, in file voxel order ``(X, Y, Z)``.
 
@@ -66,6 +68,10 @@ def make_phantom(
         noise: standard deviation of the complex Gaussian noise behind the Rician noise, relative to the
             vessel brightness (≈ 1).
         bias: strength of the multiplicative bias field (its log spans about ``±bias``).
+        layout: how the trees fill the head (see :data:`LAYOUTS`): ``"tangle"`` (long branches reflecting off
+            the wall: dense tangles in the middle of the head), ``"spread"`` (every branch steers towards its
+            own target drawn over the whole head, near-surface included, roots enter low; the head's size and
+            position vary more) or ``"mixed"`` (one of the two per case, each with probability ½).
 
     Returns:
         ``(image, label, affine)``:
@@ -78,21 +84,31 @@ def make_phantom(
 
     Raises:
         ValueError: ``size`` has a side under 16, ``spacing``, ``n_trees`` or ``vessel_fraction`` is not
-            positive, or ``noise``/``bias`` is negative.
+            positive, ``noise``/``bias`` is negative, or ``layout`` is not one of :data:`LAYOUTS`.
     """
     shape = _as_shape(size)
     if noise < 0 or bias < 0:
         raise ValueError(f"noise and bias must be ≥ 0; got noise={noise}, bias={bias}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     rng = np.random.default_rng(seed)
+    if layout == "mixed":  # the one extra draw comes first, so "tangle" and "spread" keep their own streams
+        layout = "spread" if rng.random() < 0.5 else "tangle"
     spacing_mm, n_trees, vessel_fraction = _case_settings(rng, spacing, n_trees, vessel_fraction)
     extent_mm = np.asarray(shape) * spacing_mm
     centre_mm = (np.asarray(shape) - 1) / 2 * spacing_mm
-    head_axes = extent_mm * rng.uniform(0.40, 0.44, size=3)  # the skin's semi-axes
-    shell_mm = max(2.5 * spacing_mm.max(), 0.04 * extent_mm.min())
+    if layout == "spread":  # a head of varied size, off the grid's centre
+        head_axes = extent_mm * rng.uniform(0.38, 0.48, size=3)
+        centre_mm = centre_mm + rng.uniform(-1.0, 1.0, size=3) * np.maximum(0.48 * extent_mm - head_axes, 0.0)
+    else:
+        head_axes = extent_mm * rng.uniform(0.40, 0.44, size=3)  # the skin's semi-axes
+    shell_mm = max((1.5 if layout == "spread" else 2.5) * spacing_mm.max(), 0.04 * extent_mm.min())
 
-    vessel_axes = np.maximum(head_axes - shell_mm - 2.0 * spacing_mm.max(), 0.5 * head_axes)  # inside the shell
+    margin_mm = (0.5 if layout == "spread" else 2.0) * spacing_mm.max()  # "spread" reaches the shell
+    vessel_axes = np.maximum(head_axes - shell_mm - margin_mm, 0.5 * head_axes)  # inside the shell
     points, radii, brightness = _vessel_trees(
-        rng, shape, spacing_mm, centre_mm, vessel_axes, n_trees, vessel_fraction * float(np.prod(extent_mm))
+        rng, shape, spacing_mm, centre_mm, vessel_axes, n_trees, vessel_fraction * float(np.prod(extent_mm)),
+        steer=layout == "spread",
     )
     vessel, label = _render_tubes(shape, spacing_mm, points, radii, brightness)
 
@@ -104,7 +120,9 @@ def make_phantom(
     return image, label, affine
 
 
-def write_phantom_dataset(out_dir: str | Path, n: int, size: int | tuple[int, int, int], seed: int) -> Path:
+def write_phantom_dataset(
+    out_dir: str | Path, n: int, size: int | tuple[int, int, int], seed: int, *, layout: str = "tangle"
+) -> Path:
     """Write ``n`` phantoms in the nnU-Net/MSD layout and return the dataset folder.
 
     Writes ``imagesTr/phantom_XXX_0000.nii.gz`` (float32), ``labelsTr/phantom_XXX.nii.gz`` (uint8) and
@@ -118,18 +136,21 @@ def write_phantom_dataset(out_dir: str | Path, n: int, size: int | tuple[int, in
         n: number of cases, at least 1.
         size: voxels per axis, as in :func:`make_phantom`.
         seed: dataset seed.
+        layout: the trees' layout, as in :func:`make_phantom` (``"mixed"`` draws it per case).
 
     Returns:
         ``out_dir`` as a ``Path``.
 
     Raises:
-        ValueError: ``n < 1`` or a bad ``size``.
+        ValueError: ``n < 1``, a bad ``size`` or an unknown ``layout``.
     """
     from vol25d.io import Volume, write_volume  # the file-format libraries load only when writing
 
     if n < 1:
         raise ValueError(f"n (number of phantoms) must be ≥ 1; got {n}")
     shape = _as_shape(size)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     root = Path(out_dir)
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -142,14 +163,14 @@ def write_phantom_dataset(out_dir: str | Path, n: int, size: int | tuple[int, in
             path.unlink()
     for i in range(n):
         name = f"phantom_{i:03d}"
-        image, label, affine = make_phantom(shape, phantom_seed(seed, i))
+        image, label, affine = make_phantom(shape, phantom_seed(seed, i), layout=layout)
         image_path = root / "imagesTr" / f"{name}_0000.nii.gz"
         label_path = root / "labelsTr" / f"{name}.nii.gz"
         write_volume(Volume(image, affine, image_path), image_path)
         write_volume(Volume(label, affine, label_path), label_path)
         log.debug("wrote %s and %s", image_path, label_path)
     description = (
-        f"Synthetic TOF-MRA-like phantoms from vol25d.data.phantom (size {shape}, seed {seed}): branching "
+        f"Synthetic TOF-MRA-like phantoms from vol25d.data.phantom (size {shape}, seed {seed}, layout {layout}): branching "
         "tortuous vessels, textured tissue, a bright fat-like shell, bias field, Rician noise."
     )
     info = {
@@ -235,6 +256,7 @@ def _vessel_trees(
     axes_mm: np.ndarray,
     n_trees: int,
     budget_mm3: float,
+    steer: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centreline samples of branching, tortuous trees inside the ellipsoid ``(centre_mm, axes_mm)``.
 
@@ -245,6 +267,10 @@ def _vessel_trees(
     are long (several head radii for a root) so that the trees reach the whole head instead of tangling in
     its middle. Branches grow breadth first (``n_trees`` roots; a new root whenever all branches have
     ended) until the tube volume reaches ``budget_mm3``.
+    With ``steer`` (the "spread" layout) every branch also turns towards its own target, drawn uniformly in
+    the ellipsoid (a new one when it gets there), and roots start anywhere low in the head: the trees then
+    cover the head, its surface included, instead of tangling where the reflections pile them up. Without
+    it nothing extra is drawn, so the "tangle" phantoms stay bit-identical.
     Plain Python floats: numpy's per-call overhead would dominate on 3-vectors.
 
     An algorithm that reads better whole: the walk's state (position, direction, angular velocity,
@@ -268,7 +294,24 @@ def _vessel_trees(
     def inside(x: float, y: float, z: float) -> float:
         return ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 + ((z - cz) / az) ** 2
 
-    def root() -> tuple[list[float], list[float], float, float]:
+    def target() -> list[float] | None:
+        if not steer:
+            return None
+        u = draw.unit()  # a direction, and a depth weighted towards the wall (cortical arteries)
+        depth = 0.95 - 0.6 * draw.uniform() ** 2
+        return [cx + ax * depth * u[0], cy + ay * depth * u[1], cz + az * depth * u[2]]
+
+    def root() -> tuple[list[float], list[float], float, float, list[float] | None]:
+        if steer:  # anywhere in the lowest part of the head, heading for its target
+            while True:
+                p = [cx + ax * draw.uniform(-0.9, 0.9), cy + ay * draw.uniform(-0.9, 0.9),
+                     cz - az * draw.uniform(0.5, 0.95)]
+                if inside(*p) < 0.9:
+                    break
+            goal = target()
+            d = [goal[0] - p[0], goal[1] - p[1], goal[2] - p[2]]
+            norm = math.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2) or 1.0
+            return p, [v / norm for v in d], r_root * draw.uniform(0.6, 1.0), draw.uniform(*_VESSEL_BRIGHTNESS), goal
         # Arteries enter the head from below (low Z) and run up and out towards its surface.
         while True:
             p = [cx + ax * draw.uniform(-0.5, 0.5), cy + ay * draw.uniform(-0.5, 0.5), cz - az * draw.uniform(0.3, 0.75)]
@@ -276,21 +319,21 @@ def _vessel_trees(
                 break
         d = [(p[0] - cx) / ax + 0.4 * draw.normal(), (p[1] - cy) / ay + 0.4 * draw.normal(), 1.0]
         norm = math.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2)
-        return p, [v / norm for v in d], r_root * draw.uniform(0.6, 1.0), draw.uniform(*_VESSEL_BRIGHTNESS)
+        return p, [v / norm for v in d], r_root * draw.uniform(0.6, 1.0), draw.uniform(*_VESSEL_BRIGHTNESS), None
 
     queue = deque(root() for _ in range(n_trees))
     points: list[tuple[float, float, float]] = []
     radii: list[float] = []
     bright: list[float] = []
     low, high = _VESSEL_BRIGHTNESS
-    omega_std = 0.6 / scale  # angular velocity, rad/mm
+    omega_std = (0.3 if steer else 0.6) / scale  # angular velocity, rad/mm (steered branches wander less)
     relax = 1.0 / (0.3 * scale)  # its correlation length is 0.3 · scale
     roots_left = 20 * n_trees  # more roots when the trees end early; bounded, so tiny grids cannot loop
     while used < budget and (queue or roots_left > 0):
         if not queue:
             queue.append(root())
             roots_left -= 1
-        (x, y, z), (dx, dy, dz), radius, brightness = queue.popleft()
+        (x, y, z), (dx, dy, dz), radius, brightness, goal = queue.popleft()
         wx, wy, wz = draw.normal() * omega_std, draw.normal() * omega_std, draw.normal() * omega_std
         length, max_length = 0.0, draw.uniform(4.0, 8.0) * scale * math.sqrt(radius / r_root)  # twigs are short
         while radius >= r_min and length < max_length and used < budget:
@@ -301,6 +344,14 @@ def _vessel_trees(
             wz += -wz * step * relax + kick * draw.normal()
             dx, dy, dz = (dx + (wy * dz - wz * dy) * step, dy + (wz * dx - wx * dz) * step,
                           dz + (wx * dy - wy * dx) * step)  # turn by ω × d
+            if goal is not None:  # turn towards the target, over about half a head radius
+                gx, gy, gz = goal[0] - x, goal[1] - y, goal[2] - z
+                gap = math.sqrt(gx * gx + gy * gy + gz * gz)
+                if gap < 0.15 * scale:
+                    goal = target()
+                else:
+                    pull = step / (0.3 * scale * gap)
+                    dx, dy, dz = dx + pull * gx, dy + pull * gy, dz + pull * gz
             norm = math.sqrt(dx * dx + dy * dy + dz * dz)
             dx, dy, dz = dx / norm, dy / norm, dz / norm
             if inside(x + dx * step, y + dy * step, z + dz * step) > 1.0:  # reflect off the wall
@@ -329,7 +380,7 @@ def _vessel_trees(
                     c, s = math.cos(angle), math.sin(angle) / norm
                     child = [c * dx + s * tx, c * dy + s * ty, c * dz + s * tz]
                     child_brightness = min(max(brightness * draw.uniform(0.9, 1.05), low), high)
-                    queue.append(([x, y, z], child, child_radius, child_brightness))
+                    queue.append(([x, y, z], child, child_radius, child_brightness, target()))
     if not points:
         return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
     return np.asarray(points), np.asarray(radii), np.asarray(bright)
