@@ -1,6 +1,6 @@
 """Where the explained reconstruction loses Dice on another generator: U's share against R's and T's (issue 13).
 
-For each seed and each training generator (vol25d's phantoms, or ``experiments/other_phantoms.py``'s — the
+For each seed and each training generator (vol25d's phantoms in a layout, or ``experiments/other_phantoms.py``'s — the
 second is in-distribution for the held-out other phantoms, so it separates domain shift from the method),
 one model is trained (path 1 then path 2, the settings of ``experiments/reconstruction.py``) and then taken
 apart on held-out phantoms of both generators, preprocessed with the checkpoint's own plan:
@@ -22,7 +22,8 @@ apart on held-out phantoms of both generators, preprocessed with the checkpoint'
 Prints the figures and writes ``experiments/results/NAME.md``. Runs are kept under ``--keep`` when given.
 
 Usage:
-    python experiments/diagnose.py [--seeds 0 1 2] [--train-on vol25d other] [--epochs1 6] [--epochs2 2]
+    python experiments/diagnose.py [--seeds 0 1 2] [--train-on vol25d vol25d-mixed other] [--test-on vol25d other]
+                                   [--epochs1 6] [--epochs2 2]
                                    [--variant image] [--name diagnose]
     python experiments/diagnose.py --collect results/A.md results/B.md ... --name diagnose
 """
@@ -35,6 +36,7 @@ import logging
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +62,13 @@ from vol25d.train import TrainConfig, train  # noqa: E402
 
 log = logging.getLogger("diagnose")
 RESULTS = Path(__file__).resolve().parent / "results"
+# Generators of held-out data (and of training data); vol25d's own in the default "tangle" layout.
 WRITERS = {"vol25d": write_phantom_dataset, "other": write_other_dataset}
-TRAIN_SEED = {"vol25d": 0, "other": 3000}  # data seeds: training set = seed + this; tests as reconstruction.py
-TEST_SEED = {"vol25d": 1000, "other": 2000}
+# Training data only: vol25d's phantoms in the other layouts (make_phantom's ``layout``).
+TRAIN_WRITERS = {**WRITERS, "vol25d-spread": partial(write_phantom_dataset, layout="spread"),
+                 "vol25d-mixed": partial(write_phantom_dataset, layout="mixed")}
+TRAIN_SEED = {"vol25d": 0, "vol25d-spread": 0, "vol25d-mixed": 0, "other": 3000}  # training set = seed + this
+TEST_SEED = {"vol25d": 1000, "other": 2000}  # tests as reconstruction.py
 COLUMNS = ("views", "view precision", "view recall", "recall, low D", "perfect, init", "perfect, best", "U, best", "U, T",
            "seed of U, best", "no U, best", "native")
 
@@ -154,7 +160,8 @@ def collect(paths: list[Path], out: Path, name: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--train-on", nargs="+", default=["vol25d"], choices=sorted(WRITERS))
+    parser.add_argument("--train-on", nargs="+", default=["vol25d"], choices=sorted(TRAIN_WRITERS))
+    parser.add_argument("--test-on", nargs="+", default=sorted(WRITERS), choices=sorted(WRITERS))
     parser.add_argument("--variants", nargs="+", default=["image"], choices=sorted(VARIANTS))
     parser.add_argument("--epochs1", type=int, default=6)
     parser.add_argument("--epochs2", type=int, default=2)
@@ -177,9 +184,9 @@ def main(argv=None) -> int:
         work = args.keep or Path(scratch)
         for seed in args.seeds:
             tests = {g: WRITERS[g](work / f"test_{g}{seed}", args.test_cases, args.size, seed + TEST_SEED[g])
-                     for g in WRITERS}
+                     for g in args.test_on}
             for source in args.train_on:
-                data = WRITERS[source](work / f"train_{source}{seed}", args.train_cases, args.size,
+                data = TRAIN_WRITERS[source](work / f"train_{source}{seed}", args.train_cases, args.size,
                                        seed + TRAIN_SEED[source])
                 for variant in args.variants:
                     model_settings, train_settings, augment_settings = VARIANTS[variant]

@@ -57,6 +57,8 @@ def test_evaluate_reads_class_names_written_the_msd_way(phantoms, tmp_path):
 def test_make_phantoms_writes_the_chosen_layout(tmp_path):
     assert vol25d("-q", "make-phantoms", tmp_path / "s", "--n", 1, "--size", 16, "--layout", "spread").returncode == 0
     assert "layout spread" in (tmp_path / "s" / "dataset.json").read_text()
+    assert vol25d("-q", "make-phantoms", tmp_path / "m", "--n", 1, "--size", 16).returncode == 0
+    assert "layout mixed" in (tmp_path / "m" / "dataset.json").read_text()  # the command's default
     refused = vol25d("make-phantoms", tmp_path / "x", "--layout", "grid")
     assert refused.returncode == 2 and "invalid choice: 'grid'" in refused.stderr
     assert not (tmp_path / "x").exists()

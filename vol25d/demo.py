@@ -64,8 +64,9 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, *, device: s
     settings = settings or (DemoSettings.gpu() if target.type == "cuda" else DemoSettings.cpu())
     log.info("demo on %s: %d training phantoms of %d³, %d held out", target, settings.train_cases, settings.size,
              settings.test_cases)
-    data = write_phantom_dataset(out / "data", settings.train_cases, settings.size, seed)
-    test = write_phantom_dataset(out / "test", settings.test_cases, settings.size, seed + 1000)
+    # Both tree layouts (make-phantoms' default): trained on the tangles alone, U learns where they lie.
+    data = write_phantom_dataset(out / "data", settings.train_cases, settings.size, seed, layout="mixed")
+    test = write_phantom_dataset(out / "test", settings.test_cases, settings.size, seed + 1000, layout="mixed")
     run = out / "run"
     model = ModelConfig(directions=settings.directions, views=settings.views, num_res_units=settings.unet_res_units)
     train(data, run, TrainConfig(path=1, epochs=settings.path1_epochs, device=str(target), seed=seed),
