@@ -180,6 +180,8 @@ CASES = [
     ("yaml-section-scalar", lambda c, t: _train(c["phantoms"], t, "--config", _yaml(t, "model: 3\n")), 1, ["'model'", "mapping"]),
     ("yaml-wrong-type", lambda c, t: _train(c["phantoms"], t, "--config", _yaml(t, "train:\n  epochs: ten\n")), 1,
      ["train.epochs", "whole number"]),
+    ("yaml-wrong-type-unset-default", lambda c, t: _train(c["phantoms"], t, "--config", _yaml(t, "train:\n  lr: fast\n")), 1,
+     ["train.lr", "a number", "'fast'"]),
     ("yaml-bad-value", lambda c, t: _train(c["phantoms"], t, "--config", _yaml(t, "preprocess:\n  normalization: foo\n")), 1,
      ["normalization", "'foo'"]),
     ("yaml-missing", lambda c, t: _train(c["phantoms"], t, "--config", t / "nowhere.yaml"), 1, ["nowhere.yaml"]),

@@ -4,12 +4,13 @@ import csv
 
 import pytest
 import torch
+import yaml
 
 from conftest import TINY_MODEL
 from vol25d.checkpoint import Checkpoint, MetricsLog
 from vol25d.errors import InputError
 from vol25d.model import ModelConfig, Random25DUNet
-from vol25d.train import TrainConfig, lr_schedule, train
+from vol25d.train import DEFAULT_EPOCHS, TrainConfig, lr_schedule, train
 
 MODEL = ModelConfig(**TINY_MODEL)
 
@@ -52,6 +53,24 @@ def test_path_2_changes_no_u_weight_and_trains_f_and_t(path1, phantoms, tmp_path
     assert not changed(before, after, "unet.")
     assert changed(before, after, "filtration.") and changed(before, after, "head.")
     assert Checkpoint.load(second.checkpoint).unet_frozen is True
+
+
+def test_unset_epochs_take_the_default_of_the_device_trained_on(phantoms, tmp_path, monkeypatch):
+    assert [TrainConfig(path=k).for_device(d).epochs for k in (1, 2) for d in ("cpu", "cuda:1")] == [
+        DEFAULT_EPOCHS["cpu"][1], DEFAULT_EPOCHS["cuda"][1], DEFAULT_EPOCHS["cpu"][2], DEFAULT_EPOCHS["cuda"][2]]
+    assert TrainConfig(path=1, epochs=7).for_device("cpu").epochs == 7
+    monkeypatch.setitem(DEFAULT_EPOCHS, "cpu", {1: 2, 2: 1})  # train() resolves them, and the run folder records it
+    first = train(phantoms, tmp_path, cpu(1, epochs=None), model_config=MODEL, quiet=True)
+    second = train(phantoms, tmp_path, cpu(2, epochs=None), init=first.checkpoint, quiet=True)
+    assert (first.epochs, second.epochs) == (2, 1)
+    record = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert (record["path1"]["train"]["epochs"], record["path2"]["train"]["epochs"]) == (2, 1)
+
+
+@pytest.mark.parametrize("epochs", [0, 2.5, "ten", True])
+def test_epochs_must_be_a_whole_number(epochs):
+    with pytest.raises(InputError, match="epochs must be a whole number"):
+        TrainConfig(epochs=epochs)
 
 
 def test_path_2_needs_a_path_1_checkpoint(phantoms, tmp_path):

@@ -20,9 +20,9 @@ Modules: :mod:`~vol25d.train.config` (settings), :mod:`~vol25d.train.objective` 
 :mod:`~vol25d.train.loop` (the loop).
 """
 
-from vol25d.train.config import FINE_TUNE_LR, FINE_TUNE_MODEL_SETTINGS, TrainConfig, TrainResult
+from vol25d.train.config import DEFAULT_EPOCHS, FINE_TUNE_LR, FINE_TUNE_MODEL_SETTINGS, TrainConfig, TrainResult
 from vol25d.train.loop import fit, train
 from vol25d.train.objective import Objective, lr_schedule
 
-__all__ = ["TrainConfig", "TrainResult", "train", "fit", "Objective", "lr_schedule", "FINE_TUNE_LR",
+__all__ = ["TrainConfig", "TrainResult", "train", "fit", "Objective", "lr_schedule", "DEFAULT_EPOCHS", "FINE_TUNE_LR",
            "FINE_TUNE_MODEL_SETTINGS"]

@@ -11,13 +11,17 @@ from vol25d.data.augment import AugmentConfig
 from vol25d.errors import InputError
 from vol25d.model import DEFAULT_VIEW_CHUNK, check_memory_controls
 
-__all__ = ["TrainConfig", "TrainResult", "FINE_TUNE_LR", "FINE_TUNE_MODEL_SETTINGS"]
+__all__ = ["TrainConfig", "TrainResult", "FINE_TUNE_LR", "FINE_TUNE_MODEL_SETTINGS", "DEFAULT_EPOCHS"]
 
 # Model settings a fine-tuning run may change: none of them shapes a weight.
 FINE_TUNE_MODEL_SETTINGS = ("directions", "views")
 # `vol25d train --path 1 --init CKPT` without --lr: a tenth of the default 3e-3, so that fine-tuning on a few
 # cases of a new scanner adjusts the trained weights rather than starting over from them.
 FINE_TUNE_LR = 3e-4
+# Epochs of path 1 and path 2 when TrainConfig.epochs is None, by the device the path trains on. On the CPU,
+# what trains 12 phantoms of 48³ (both paths) in about six minutes on two cores, where more epochs were measured
+# to add little (experiments/results/cpu_defaults.md); on a GPU, the long schedule.
+DEFAULT_EPOCHS = {"cpu": {1: 20, 2: 5}, "cuda": {1: 100, 2: 100}}
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,8 @@ class TrainConfig:
 
     Attributes:
         path: 1 (random views, U trainable) or 2 (all views, U frozen, trains F and T).
-        epochs: passes over the training cases.
+        epochs: passes over the training cases; ``None`` (the default) takes :data:`DEFAULT_EPOCHS` of the path
+            and of the device it trains on (:meth:`for_device`).
         steps_per_case: optimiser steps per training case per epoch (path 1: each on its own random views
             and augmentation; path 2: on the cached views of all ``m`` directions).
         lr: peak learning rate of AdamW for U (F and T use ``small_lr_factor`` × it in path 1; path 2 trains
@@ -53,7 +58,7 @@ class TrainConfig:
     """
 
     path: Literal[1, 2] = 1
-    epochs: int = 100
+    epochs: int | None = None
     steps_per_case: int = 12
     lr: float | None = None
     small_lr_factor: float = 10.0
@@ -72,8 +77,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.path not in (1, 2):
             raise InputError(f"path must be 1 or 2; got {self.path!r}")
-        if self.epochs < 1:
-            raise InputError(f"epochs must be ≥ 1; got {self.epochs}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
+                                        or self.epochs < 1):
+            raise InputError(f"epochs must be a whole number ≥ 1 (or unset for the device's default); got {self.epochs!r}")
         if not self.small_lr_factor > 0:
             raise InputError(f"small_lr_factor must be > 0; got {self.small_lr_factor}")
         if self.steps_per_case < 1:
@@ -92,6 +98,14 @@ class TrainConfig:
             object.__setattr__(self, "lr", 3e-3)
         if isinstance(self.augment, dict):
             object.__setattr__(self, "augment", AugmentConfig(**self.augment))
+
+    def for_device(self, device) -> TrainConfig:
+        """This config with its epochs set: as given, else :data:`DEFAULT_EPOCHS` of the path on ``device``'s
+        type (``"cuda"`` or ``"cpu"``; a ``torch.device`` or its name)."""
+        if self.epochs is not None:
+            return self
+        kind = "cuda" if str(device).startswith("cuda") else "cpu"
+        return dataclasses.replace(self, epochs=DEFAULT_EPOCHS[kind][self.path])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -53,7 +53,8 @@ def train(
     Args:
         data_dir: the dataset (``imagesTr/``, ``labelsTr/``, ``dataset.json``).
         out_dir: the run folder.
-        config: the :class:`TrainConfig` (``config.path`` picks the path).
+        config: the :class:`TrainConfig` (``config.path`` picks the path; unset ``epochs`` take the default
+            of the device it trains on, :data:`~vol25d.train.DEFAULT_EPOCHS`).
         model_config: path 1: the model settings (``in_channels``/``out_channels`` are taken from the data).
         preprocess_options: path 1: :class:`PreprocessConfig` fields to fix (the rest is planned from the data).
         init: path 2: the path-1 checkpoint to start from (required). Path 1: a trained checkpoint
@@ -75,6 +76,7 @@ def train(
     """
     device, created = distributed.setup(resolve_device(config.device))
     try:
+        config = config.for_device(device)
         start_time = time.perf_counter()
         info, stage, resumed = _set_up(data_dir, out_dir, config, device, model_config, preprocess_options, init,
                                        resume)

@@ -1,0 +1,196 @@
+"""`vol25d train`'s CPU defaults as a user runs them: time and held-out Dice (issue 13).
+
+For each seed and each training generator, the commands of the README, each with nothing but its defaults
+(``--seed`` and ``--device cpu`` aside): ``vol25d train --path 1``, ``vol25d train --path 2 --init
+RUN/path1.pt``, then ``vol25d predict`` and ``vol25d evaluate`` on held-out phantoms of every generator (new
+cases: other data seeds). Training data: 12 phantoms of 48³ from ``vol25d make-phantoms`` (its default
+layout, ``mixed``) or from ``experiments/other_phantoms.py`` (an independent generator); held out: 4 of each
+generator at each of ``--test-sizes`` (48³ and 96³: the model predicts on each image's own grid).
+Each command runs in its own process, as a user's would; the seconds are the wall time of the two ``train``
+commands.
+
+Prints the figures and writes ``experiments/results/NAME.md`` (per seed and mean ± sd over seeds).
+
+Usage:
+    python experiments/cpu_defaults.py [--seeds 0 1 2] [--train-on vol25d other] [--test-sizes 48 96]
+                                       [--keep DIR] [--name cpu_defaults]
+    python experiments/cpu_defaults.py --collect results/A.md results/B.md --name cpu_defaults
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchmark import write_results  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+GENERATORS = ("vol25d", "other")
+# Data seeds (training set = seed + TRAIN_SEED, held out = seed + TEST_SEED): the sets of diagnose.py.
+TRAIN_SEED = {"vol25d": 0, "other": 3000}
+TEST_SEED = {"vol25d": 1000, "other": 2000}
+HEADER = ["| seed | trained on | tested on | test size | Dice (mean over cases) | worst case | path 1 epochs "
+          "| path 2 epochs | train s |", "|---|---|---|---|---|---|---|---|---|"]
+
+
+def run(*args) -> str:
+    """Run ``args`` (``vol25d`` or a script) as its own process; its stdout, or the error it ended with."""
+    command = [sys.executable, *(["-m", "vol25d"] if not str(args[0]).endswith(".py") else []), *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+    return result.stdout
+
+
+def write_data(generator: str, out: Path, n: int, size: int, seed: int) -> Path:
+    if generator == "vol25d":
+        run("-q", "make-phantoms", out, "--n", n, "--size", size, "--seed", seed)
+    else:
+        run(HERE / "other_phantoms.py", out, "--n", n, "--size", size, "--seed", seed)
+    return out
+
+
+def epochs_of(stdout: str) -> int:
+    """``vol25d train``'s last line: ``path N: E epochs in S s, …``."""
+    return int(stdout.strip().splitlines()[-1].split(":")[1].split()[0])
+
+
+def case_dice(csv_path: Path) -> list[float]:
+    """Per-case Dice from ``vol25d evaluate --csv``."""
+    with csv_path.open(newline="") as stream:
+        return [float(row["dice"]) for row in csv.DictReader(stream)]
+
+
+def train_kept(seed: int, source: str, work: Path, args) -> tuple[Path, int, int, float]:
+    """Train path 1 and path 2 with the defaults (or reuse a kept run that has both): the run folder, its
+    epochs of each path and the wall seconds of the two train commands (``train_seconds.txt`` in the run)."""
+    run_dir = work / f"run_{source}{seed}"
+    timing = run_dir / "train_seconds.txt"
+    if not timing.exists():
+        data = write_data(source, work / f"train_{source}{seed}", args.train_cases, args.size,
+                          seed + TRAIN_SEED[source])
+        start = time.perf_counter()
+        run("-q", "train", "--path", 1, "--data", data, "--out", run_dir, "--seed", seed, "--device", "cpu")
+        run("-q", "train", "--path", 2, "--data", data, "--out", run_dir, "--seed", seed, "--device", "cpu",
+            "--init", run_dir / "path1.pt")
+        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
+    record = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return run_dir, record["path1"]["train"]["epochs"], record["path2"]["train"]["epochs"], float(timing.read_text())
+
+
+def validation_curves(work: Path, runs: list[tuple[int, str]]) -> list[str]:
+    """Each run's validation Dice per epoch of both paths (its ``pathN_metrics.csv``): whether more epochs
+    would have helped."""
+    lines = ["| seed | trained on | path 1: validation Dice per epoch | path 2: per epoch |", "|---|---|---|---|"]
+    for seed, source in runs:
+        curves = []
+        for path in (1, 2):
+            with (work / f"run_{source}{seed}" / f"path{path}_metrics.csv").open(newline="") as stream:
+                curves.append(" ".join(f"{float(row['val_dice']):.3f}" for row in csv.DictReader(stream)))
+        lines.append(f"| {seed} | {source} | {curves[0]} | {curves[1]} |")
+    return lines
+
+
+def one_seed(seed: int, source: str, work: Path, args) -> list[tuple]:
+    run_dir, epochs1, epochs2, seconds = train_kept(seed, source, work, args)
+    rows = []
+    for size in args.test_sizes:
+        for target in GENERATORS:
+            test = work / f"test_{target}{seed}_{size}"
+            if not test.exists():
+                write_data(target, test, args.test_cases, size, seed + TEST_SEED[target])
+            pred = work / f"pred_{source}{seed}_{target}_{size}"
+            run("-q", "predict", "-i", test / "imagesTr", "-o", pred, "-m", run_dir / "path2.pt", "--device", "cpu")
+            run("-q", "evaluate", "--pred", pred, "--ref", test / "labelsTr", "--csv", pred / "scores.csv")
+            dice = case_dice(pred / "scores.csv")
+            if len(dice) != args.test_cases:
+                raise SystemExit(f"evaluate scored {len(dice)} cases of {test}, expected {args.test_cases}")
+            rows.append((seed, source, target, size, float(np.mean(dice)), min(dice), epochs1, epochs2, seconds))
+            print(f"seed {seed}: trained on {source}, tested on {target} {size}³: Dice {np.mean(dice):.3f} "
+                  f"(worst {min(dice):.3f}); train {seconds:.0f} s", flush=True)
+    return rows
+
+
+def summary(rows: list[tuple]) -> list[str]:
+    lines = ["| trained on | tested on | test size | seeds | Dice (mean ± sd over seeds) | worst case | train s (mean, max) |",
+             "|---|---|---|---|---|---|---|"]
+    for source in GENERATORS:
+        for size in sorted({row[3] for row in rows}):
+            for target in GENERATORS:
+                mine = [row for row in rows if row[1:4] == (source, target, size)]
+                if mine:
+                    dice = [row[4] for row in mine]
+                    seconds = [row[8] for row in mine]
+                    lines.append(f"| {source} | {target} | {size}³ | {len(mine)} | {np.mean(dice):.3f} ± "
+                                 f"{np.std(dice):.3f} | {min(row[5] for row in mine):.3f} | {np.mean(seconds):.0f}, "
+                                 f"{max(seconds):.0f} |")
+    return lines
+
+
+def read_rows(path: Path) -> list[tuple]:
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0].isdigit():
+            rows.append((int(cells[0]), cells[1], cells[2], int(cells[3].rstrip("³")), float(cells[4]), float(cells[5]),
+                         int(cells[6]), int(cells[7]), float(cells[8])))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train-on", nargs="+", default=list(GENERATORS), choices=GENERATORS)
+    parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--train-cases", type=int, default=12)
+    parser.add_argument("--test-cases", type=int, default=4)
+    parser.add_argument("--test-sizes", type=int, nargs="+", default=[48, 96],
+                        help="held-out phantoms of these sizes (new cases each; the model trained at --size)")
+    parser.add_argument("--name", default="cpu_defaults")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, help="keep data, runs and predictions here; a kept run that finished "
+                        "both paths is scored again, not trained again (its recorded seconds are reported)")
+    parser.add_argument("--collect", type=Path, nargs="+", help="results files of earlier runs to put together")
+    args = parser.parse_args(argv)
+    if args.collect:
+        rows = [row for path in args.collect for row in read_rows(path)]
+        sources = ", ".join(f"[{path.name}]({path.name})" for path in args.collect)
+        lines = [f"# `vol25d train`'s CPU defaults over seeds ({args.name})", "",
+                 f"Collected from {sources} (settings and machine in each).", "", *summary(rows)]
+        (args.out_dir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.keep or Path(scratch)
+        for seed in args.seeds:
+            for source in args.train_on:
+                rows += one_seed(seed, source, work, args)
+        curves = validation_curves(work, [(seed, source) for seed in args.seeds for source in args.train_on])
+    lines = [f"# `vol25d train`'s CPU defaults, trained and held out ({args.name})", "",
+             f"Per seed: {args.train_cases} training phantoms of {args.size}³ of the named generator, `vol25d train "
+             "--path 1` then `--path 2` with their defaults (`--seed S --device cpu` only; 20 % of the cases "
+             f"validate), then `vol25d predict` and `vol25d evaluate` on {args.test_cases} held-out phantoms of each "
+             "generator and test size (Dice on the native grid at threshold 0.5). `train s`: wall time of both "
+             "train commands.",
+             "", *HEADER]
+    lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]}³ | {r[4]:.3f} | {r[5]:.3f} | {r[6]} | {r[7]} | {r[8]:.0f} |"
+              for r in rows]
+    lines += ["", *summary(rows), "", *curves]
+    write_results(lines, "; torch threads: `vol25d --threads auto`", args.out_dir, args.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

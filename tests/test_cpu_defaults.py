@@ -1,0 +1,29 @@
+"""experiments/cpu_defaults.py: its per-seed rows read back and collected as mean ± sd over seeds."""
+
+from pathlib import Path
+
+from conftest import load_script
+
+cpu_defaults = load_script(Path(__file__).resolve().parents[1] / "experiments" / "cpu_defaults.py", "cpu_defaults")
+
+
+def _results(path: Path, rows: list[tuple]) -> Path:
+    lines = ["# a run", "", *cpu_defaults.HEADER]
+    lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]}³ | {r[4]:.3f} | {r[5]:.3f} | {r[6]} | {r[7]} | {r[8]:.0f} |"
+              for r in rows]
+    lines += ["", *cpu_defaults.summary(rows)]  # the summary rows have other columns and are not read back
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_collect_gives_mean_and_spread_over_seeds_per_generator_pair_and_size(tmp_path):
+    first = _results(tmp_path / "a.md", [(0, "other", "other", 48, 0.80, 0.70, 20, 5, 300.0),
+                                         (0, "other", "other", 96, 0.60, 0.50, 20, 5, 300.0)])
+    second = _results(tmp_path / "b.md", [(1, "other", "other", 48, 0.90, 0.85, 20, 5, 400.0)])
+    assert cpu_defaults.read_rows(first) == [(0, "other", "other", 48, 0.8, 0.7, 20, 5, 300.0),
+                                             (0, "other", "other", 96, 0.6, 0.5, 20, 5, 300.0)]
+    assert cpu_defaults.main(["--collect", str(first), str(second), "--name", "over", "--out-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "over.md").read_text()
+    assert "| other | other | 48³ | 2 | 0.850 ± 0.050 | 0.700 | 350, 400 |" in text
+    assert "| other | other | 96³ | 1 | 0.600 ± 0.000 | 0.500 | 300, 300 |" in text
+    assert "vol25d |" not in text  # no row for a pair that was not run
