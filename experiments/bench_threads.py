@@ -1,5 +1,5 @@
-"""How many torch CPU threads `vol25d` should use: the time of path-1 training steps (the demo's model: m = 64,
-p = 24, a U of one residual unit per level) on a 48³ phantom, with 1 thread and with 2, each in a fresh
+"""How many torch CPU threads `vol25d` should use: the time of path-1 training steps (the demo's model when this
+was measured: m = 64, p = 24, a U of one residual unit per level) on a 48³ phantom, with 1 thread and with 2, each in a fresh
 process, alternating so that a change of load on a shared machine hits both alike.
 
 Prints a table and writes it, with the machine and its load, to ``experiments/results/bench_threads.md``;
@@ -33,7 +33,6 @@ def worker(threads: int, steps: int, data: Path) -> dict:
     from vol25d.data.augment import augment
     from vol25d.data.dataset import load_dataset
     from vol25d.data.prepare import prepare_cases
-    from vol25d.demo import DemoSettings
     from vol25d.geometry import random_directions
     from vol25d.model import Random25DUNet
     from vol25d.ops import mip
@@ -41,9 +40,9 @@ def worker(threads: int, steps: int, data: Path) -> dict:
 
     dataset = load_dataset(data)
     cases, _, _ = prepare_cases(dataset, dataset.cases, [])
-    demo = DemoSettings.cpu()
+    directions_m, views_p = 64, 24
     torch.manual_seed(0)
-    model = Random25DUNet(1, 1, directions=demo.directions, views=demo.views, num_res_units=demo.unet_res_units)
+    model = Random25DUNet(1, 1, directions=directions_m, views=views_p, num_res_units=1)
     directions = torch.Generator().manual_seed(0)
     config = TrainConfig(path=1, amp=False, device="cpu")
     objective = Objective(config)
@@ -52,7 +51,7 @@ def worker(threads: int, steps: int, data: Path) -> dict:
 
     def step(case):
         image, label = augment(case.image[None], case.label[None].float(), config.augment)
-        angles = random_directions(demo.directions, demo.views, directions)
+        angles = random_directions(directions_m, views_p, directions)
         output, views = model(image, angles, return_views=True)
         loss = objective(output.float(), label, views.float(), mip(label, angles))
         optimizer.zero_grad(set_to_none=True)
@@ -124,7 +123,7 @@ def main() -> None:
         f"- Load average {load_start:.1f} at the start and {load_end:.1f} at the end on {cpus} CPU(s)"
         + (" — other jobs shared the CPU, so times are noisy upper bounds." if max(load_start, load_end) > 0.5 else "."),
         *([f"- Note: {args.note}"] if args.note else []),
-        "- Step: the demo's model (m = 64, p = 24, U with one residual unit per level), a 48³ phantom, augmentation on, "
+        "- Step: the demo's model when first measured (m = 64, p = 24, U with one residual unit per level), a 48³ phantom, augmentation on, "
         f"forward + backward + AdamW; {args.steps} steps after one warm-up step, per process; each thread count in "
         f"{args.rounds} fresh processes, alternating.",
         "",

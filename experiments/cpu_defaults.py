@@ -61,11 +61,6 @@ def write_data(generator: str, out: Path, n: int, size: int, seed: int) -> Path:
     return out
 
 
-def epochs_of(stdout: str) -> int:
-    """``vol25d train``'s last line: ``path N: E epochs in S s, …``."""
-    return int(stdout.strip().splitlines()[-1].split(":")[1].split()[0])
-
-
 def case_dice(csv_path: Path) -> list[float]:
     """Per-case Dice from ``vol25d evaluate --csv``."""
     with csv_path.open(newline="") as stream:

@@ -23,32 +23,31 @@ __all__ = ["DemoSettings", "run_demo"]
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo: ``cpu()`` fits 2 CPU cores in a few minutes, ``gpu()`` is a larger run.
+    """Sizes of the demo: ``cpu()`` is ``vol25d train``'s defaults on 12 phantoms of 48³ (about 6 minutes on
+    2 CPU cores), ``gpu()`` a larger run.
 
-    On a CPU the demo's U has one residual unit per level instead of two, which makes p = 24 views per step
-    affordable: with the seed reconstruction, held-out Dice 0.619 in 7.5 min, against 0.594 in 5.3 min with
-    p = 16 and the default U, and 0.607 in 8.7 min with p = 24 and the default U
-    (experiments/results/tuning.md). With the image reconstruction (the default now) the same demo gave 0.826
-    (README, "Measured figures").
+    ``path1_epochs``/``path2_epochs`` ``None``: training's default for the device
+    (:data:`vol25d.train.DEFAULT_EPOCHS`); ``views`` ``None``: :class:`ModelConfig`'s.
     """
 
     train_cases: int
     test_cases: int
     size: int
-    path1_epochs: int
-    path2_epochs: int
-    directions: int
-    views: int
-    unet_res_units: int = 2
+    path1_epochs: int | None = None
+    path2_epochs: int | None = None
+    directions: int = 64
+    views: int | None = None
 
     @classmethod
     def cpu(cls) -> "DemoSettings":
-        return cls(train_cases=12, test_cases=4, size=48, path1_epochs=20, path2_epochs=5, directions=64, views=24,
-                   unet_res_units=1)
+        return cls(train_cases=12, test_cases=4, size=48)
 
     @classmethod
     def gpu(cls) -> "DemoSettings":
-        return cls(train_cases=40, test_cases=10, size=96, path1_epochs=30, path2_epochs=10, directions=64, views=16)
+        return cls(train_cases=40, test_cases=10, size=96, path1_epochs=30, path2_epochs=10, views=16)
+
+    def model(self) -> ModelConfig:
+        return ModelConfig(directions=self.directions, **({} if self.views is None else {"views": self.views}))
 
 
 def run_demo(out: str | Path, settings: DemoSettings | None = None, *, device: str = "auto", seed: int = 0,
@@ -68,9 +67,8 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, *, device: s
     data = write_phantom_dataset(out / "data", settings.train_cases, settings.size, seed, layout="mixed")
     test = write_phantom_dataset(out / "test", settings.test_cases, settings.size, seed + 1000, layout="mixed")
     run = out / "run"
-    model = ModelConfig(directions=settings.directions, views=settings.views, num_res_units=settings.unet_res_units)
     train(data, run, TrainConfig(path=1, epochs=settings.path1_epochs, device=str(target), seed=seed),
-          model_config=model, quiet=quiet)
+          model_config=settings.model(), quiet=quiet)
     result = train(data, run, TrainConfig(path=2, epochs=settings.path2_epochs, device=str(target), seed=seed),
                    init=run / "path1.pt", quiet=quiet)
     predict(test / "imagesTr", out / "pred", result.checkpoint, report=True, device=str(target))
