@@ -28,7 +28,8 @@ Every baseline trains on the tensors of :func:`vol25d.data.prepare.prepare_cases
 planned from the same training cases), augments the whole 3-D volume with :func:`vol25d.data.augment.augment`
 before slicing or cropping, and uses vol25d's loss (MONAI ``DiceLoss`` + BCE on sigmoid outputs), AdamW with
 vol25d's lr (3e-3), weight decay and warm-up + cosine schedule, and bf16 autocast on CUDA. A baseline's number
-of steps is its budget divided by the time of one step, timed on two steps before training (not counted).
+of steps is its budget divided by the median time of three steps, timed after a warm-up step before training
+(not counted).
 All methods, vol25d included (its network applied to the same preprocessed tensor), are scored on the
 preprocessed grid, HD95 in mm at the preprocessed spacing.
 
@@ -51,6 +52,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -79,6 +81,7 @@ SMOKE_SWEEP_SIZES = ((16, 16, 16), (16, 24, 24))  # --smoke --sweep: the same co
 VAL_FRACTION = 0.2
 SLICES_PER_STEP = 8
 STACK = 5
+TIMED_STEPS = 3  # a baseline's steps timed (after a warm-up) to turn its budget into a number of steps
 CPU_MEMORY = "not measured (CPU)"
 
 
@@ -274,15 +277,19 @@ def train_baseline(name: str, settings: Settings, train_data, augment_config: Au
         loss.backward()
         return loss
 
-    # Time two steps (the first warms up), then plan the schedule for as many steps as the budget holds.
+    # Time a warm-up step and three more, on different cases: the median of the three plans the schedule for as
+    # many steps as the budget holds. (One timed step, as before, varied with the case and its augmentation
+    # enough that unet3d used 185 s of a 300 s budget in one run and 311 s in another.)
     model.net.train()
-    for _ in range(2):
+    seconds = []
+    for i in range(TIMED_STEPS + 1):
         _sync(device)
         start = time.perf_counter()
-        step(0)
+        step(i % len(train_data))
         _sync(device)
         model.net.zero_grad(set_to_none=True)
-    step_s = time.perf_counter() - start
+        seconds.append(time.perf_counter() - start)
+    step_s = statistics.median(seconds[1:])
     total = max(1, int(settings.budget_s / step_s))
     optimizer = torch.optim.AdamW(model.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = lr_schedule(optimizer, total)
@@ -471,7 +478,8 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
     lines += ["", "## Machine", "", machine(), "", "## Settings", "",
               f"- methods: {', '.join(settings.methods)}; vol25d's reconstruction: {settings.reconstruction}",
               f"- budget {settings.budget_s:g} s of training per method (vol25d: 80 % path 1, 20 % path 2; seconds → "
-              "epochs or steps from a timed first epoch or two timed steps, not counted)",
+              f"epochs or steps from a timed first epoch or the median of {TIMED_STEPS} timed steps after a warm-up, "
+              "not counted)",
               f"- data: {settings.data or phantoms}",
               f"- preprocessed test volume (D, H, W): {tuple(shape)}",
               f"- device {settings.device}; baselines: MONAI UNet channels {settings.channels}, strides "
