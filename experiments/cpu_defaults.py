@@ -33,13 +33,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark import write_results  # noqa: E402
+from diagnose import TEST_SEED, TRAIN_SEED  # noqa: E402  the data seeds of diagnose.py's sets
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 GENERATORS = ("vol25d", "other")
-# Data seeds (training set = seed + TRAIN_SEED, held out = seed + TEST_SEED): the sets of diagnose.py.
-TRAIN_SEED = {"vol25d": 0, "other": 3000}
-TEST_SEED = {"vol25d": 1000, "other": 2000}
 HEADER = ["| seed | trained on | tested on | test size | Dice (mean over cases) | worst case | path 1 epochs "
           "| path 2 epochs | train s |", "|---|---|---|---|---|---|---|---|---|"]
 
