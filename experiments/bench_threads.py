@@ -1,6 +1,6 @@
 """How many torch CPU threads `vol25d` should use: the time of path-1 training steps (the demo's model when this
-was measured: m = 64, p = 24, a U of one residual unit per level) on a 48³ phantom, with 1 thread and with 2, each in a fresh
-process, alternating so that a change of load on a shared machine hits both alike.
+was measured: m = 64, p = 24, a U of one residual unit per level) on a 48³ phantom, with 1 thread and with 2,
+each in a fresh process, alternating so that a change of load on a shared machine hits both alike.
 
 Prints a table and writes it, with the machine and its load, to ``experiments/results/bench_threads.md``;
 ``vol25d.device.auto_threads`` quotes it.
@@ -123,7 +123,8 @@ def main() -> None:
         f"- Load average {load_start:.1f} at the start and {load_end:.1f} at the end on {cpus} CPU(s)"
         + (" — other jobs shared the CPU, so times are noisy upper bounds." if max(load_start, load_end) > 0.5 else "."),
         *([f"- Note: {args.note}"] if args.note else []),
-        "- Step: the demo's model when first measured (m = 64, p = 24, U with one residual unit per level), a 48³ phantom, augmentation on, "
+        "- Step: the demo's model when first measured (m = 64, p = 24, U with one residual unit per level), a 48³ "
+        "phantom, augmentation on, "
         f"forward + backward + AdamW; {args.steps} steps after one warm-up step, per process; each thread count in "
         f"{args.rounds} fresh processes, alternating.",
         "",

@@ -42,6 +42,13 @@ HEADER = ["| seed | trained on | tested on | test size | Dice (mean over cases) 
           "| path 2 epochs | train s |", "|---|---|---|---|---|---|---|---|---|"]
 
 
+def format_row(row: tuple) -> str:
+    """One per-seed row of the results table (:data:`HEADER`), as :func:`read_rows` reads it back."""
+    seed, source, target, size, dice, worst, epochs1, epochs2, seconds = row
+    return (f"| {seed} | {source} | {target} | {size}³ | {dice:.3f} | {worst:.3f} | {epochs1} | {epochs2} | "
+            f"{seconds:.0f} |")
+
+
 def run(*args) -> str:
     """Run ``args`` (``vol25d`` or a script) as its own process; its stdout, or the error it ended with."""
     command = [sys.executable, *(["-m", "vol25d"] if not str(args[0]).endswith(".py") else []), *map(str, args)]
@@ -178,9 +185,7 @@ def main(argv=None) -> int:
              "generator and test size (Dice on the native grid at threshold 0.5). `train s`: wall time of both "
              "train commands.",
              "", *HEADER]
-    lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]}³ | {r[4]:.3f} | {r[5]:.3f} | {r[6]} | {r[7]} | {r[8]:.0f} |"
-              for r in rows]
-    lines += ["", *summary(rows), "", *curves]
+    lines += [*map(format_row, rows), "", *summary(rows), "", *curves]
     write_results(lines, "; torch threads: `vol25d --threads auto`", args.out_dir, args.name)
     return 0
 

@@ -8,9 +8,7 @@ cpu_defaults = load_script(Path(__file__).resolve().parents[1] / "experiments" /
 
 
 def _results(path: Path, rows: list[tuple]) -> Path:
-    lines = ["# a run", "", *cpu_defaults.HEADER]
-    lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]}³ | {r[4]:.3f} | {r[5]:.3f} | {r[6]} | {r[7]} | {r[8]:.0f} |"
-              for r in rows]
+    lines = ["# a run", "", *cpu_defaults.HEADER, *map(cpu_defaults.format_row, rows)]
     lines += ["", *cpu_defaults.summary(rows)]  # the summary rows have other columns and are not read back
     path.write_text("\n".join(lines) + "\n")
     return path

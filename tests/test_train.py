@@ -67,6 +67,17 @@ def test_unset_epochs_take_the_default_of_the_device_trained_on(phantoms, tmp_pa
     assert (record["path1"]["train"]["epochs"], record["path2"]["train"]["epochs"]) == (2, 1)
 
 
+def test_the_train_help_states_the_default_epochs(capsys):
+    from vol25d.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    cpu, cuda = DEFAULT_EPOCHS["cpu"], DEFAULT_EPOCHS["cuda"]
+    assert f"on the CPU {cpu[1]} for path 1 and {cpu[2]} for path 2" in text and f"{cuda[1]} on a GPU" in text
+    assert cuda[1] == cuda[2]  # the help gives one GPU figure for both paths
+
+
 @pytest.mark.parametrize("epochs", [0, 2.5, "ten", True])
 def test_epochs_must_be_a_whole_number(epochs):
     with pytest.raises(InputError, match="epochs must be a whole number"):
