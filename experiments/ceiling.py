@@ -3,9 +3,9 @@
 With views about one axis the seed reconstruction (``R ∘ F`` with the identity F: the mean of the views'
 back-projected probabilities) can rebuild at best the visual hull of the object. This script measures, with
 perfect views (``mip(label)`` at the model's ``m`` directions, a silhouette in ``[0, 1]``), the best Dice each
-candidate reconstruction reaches on preprocessed phantoms (vol25d's own generator and
-``experiments/other_phantoms.py``), with the best threshold per case, so it tells R's share of the error
-from U's. Candidates (``x``: the normalised image at the voxel; ``P̂_k``, ``V̂_k``: view ``k`` of the label's
+candidate reconstruction reaches on preprocessed phantoms (vol25d's own generator,
+``experiments/other_phantoms.py`` and ``experiments/tube_phantoms.py``), with the best threshold per case, so
+it tells R's share of the error from U's. Candidates (``x``: the normalised image at the voxel; ``P̂_k``, ``V̂_k``: view ``k`` of the label's
 and of the image's MIP, linearly interpolated at the voxel's detector position):
 
 - ``seed``: ``mean_k P̂_k``.
@@ -24,7 +24,8 @@ The parameters shared by all cases (``s``, ``margin``, ``b``) are picked by the 
 per-case best Dice: they are what training would learn once for all. No training, no U.
 
 Usage:
-    python experiments/ceiling.py [--sizes 48 96] [--cases 8] [--directions 64] [--name ceiling]
+    python experiments/ceiling.py [--sizes 48 96] [--generators vol25d other tube] [--cases 8] [--directions 64]
+                                  [--name ceiling]
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark import machine  # noqa: E402
 from other_phantoms import write_other_dataset  # noqa: E402
+from tube_phantoms import write_tube_dataset  # noqa: E402
 
 from vol25d.data.dataset import load_dataset  # noqa: E402
 from vol25d.data.gi_phantom import write_gi_phantom_dataset  # noqa: E402
@@ -124,7 +126,8 @@ def candidates(image: torch.Tensor, label: torch.Tensor, angles: torch.Tensor) -
 
 
 def load(generator: str, size, cases: int, work: Path, seed: int) -> list:
-    writer = {"vol25d": write_phantom_dataset, "other": write_other_dataset, "gi": write_gi_phantom_dataset}[generator]
+    writer = {"vol25d": write_phantom_dataset, "other": write_other_dataset, "tube": write_tube_dataset,
+              "gi": write_gi_phantom_dataset}[generator]
     folder = writer(work / f"{generator}_{size}", cases, size, seed=seed)
     dataset = load_dataset(folder)
     prepared, _, _ = prepare_cases(dataset, dataset.cases, [])
@@ -144,6 +147,8 @@ def summarise(per_case: list[dict]) -> list[tuple[str, str, float, float, float]
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[48])
+    parser.add_argument("--generators", nargs="+", default=["vol25d", "other"], choices=["vol25d", "other", "tube"],
+                        help="MRA-like phantom generators measured at each size")
     parser.add_argument("--gi-cases", type=int, default=0,
                         help="also GI-tract-like phantoms (vol25d.data.gi_phantom) at the competition's sizes")
     parser.add_argument("--cases", type=int, default=8)
@@ -162,7 +167,7 @@ def main(argv=None) -> int:
              "`experiments/ceiling.py`.", ""]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vol25d-ceiling-") as scratch:
-        runs = [(size, generator) for size in args.sizes for generator in ("vol25d", "other")]
+        runs = [(size, generator) for size in args.sizes for generator in args.generators]
         runs += [(None, "gi")] if args.gi_cases else []
         for size, generator in runs:
             cases = load(generator, size, args.gi_cases if generator == "gi" else args.cases, Path(scratch),
@@ -173,6 +178,7 @@ def main(argv=None) -> int:
                 log.info("%s %s %s: seed %.3f", generator, size, case.name, per_case[-1]["seed"]["-"])
             shape = tuple(cases[0].image.shape[1:])
             title = {"vol25d": f"vol25d phantoms, {size}³", "other": f"other_phantoms.py, {size}³",
+                     "tube": f"tube_phantoms.py, {size}³",
                      "gi": "GI-tract-like phantoms (vol25d.data.gi_phantom), 266×266 or 360×310 × 70–99 slices of "
                            "3 mm, mean over the 3 classes"}[generator]
             lines += [f"## {title} ({len(cases)} cases, preprocessed e.g. {shape})", "",

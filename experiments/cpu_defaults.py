@@ -4,15 +4,16 @@ For each seed and each training generator, the commands of the README, each with
 (``--seed`` and ``--device cpu`` aside): ``vol25d train --path 1``, ``vol25d train --path 2 --init
 RUN/path1.pt``, then ``vol25d predict`` and ``vol25d evaluate`` on held-out phantoms of every generator (new
 cases: other data seeds). Training data: 12 phantoms of 48³ from ``vol25d make-phantoms`` (its default
-layout, ``mixed``) or from ``experiments/other_phantoms.py`` (an independent generator); held out: 4 of each
-generator at each of ``--test-sizes`` (48³ and 96³: the model predicts on each image's own grid).
+layout, ``mixed``), ``experiments/other_phantoms.py`` or ``experiments/tube_phantoms.py`` (independent
+generators); held out: 4 of each generator of ``--test-on`` at each of ``--test-sizes`` (48³ and 96³: the model predicts on each image's own grid).
 Each command runs in its own process, as a user's would; the seconds are the wall time of the two ``train``
 commands.
 
 Prints the figures and writes ``experiments/results/NAME.md`` (per seed and mean ± sd over seeds).
 
 Usage:
-    python experiments/cpu_defaults.py [--seeds 0 1 2] [--train-on vol25d other] [--test-sizes 48 96]
+    python experiments/cpu_defaults.py [--seeds 0 1 2] [--train-on vol25d other tube] [--test-on ...]
+                                       [--test-sizes 48 96]
                                        [--keep DIR] [--name cpu_defaults]
     python experiments/cpu_defaults.py --collect results/A.md results/B.md --name cpu_defaults
 """
@@ -37,7 +38,8 @@ from diagnose import TEST_SEED, TRAIN_SEED  # noqa: E402  the data seeds of diag
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-GENERATORS = ("vol25d", "other")
+GENERATORS = ("vol25d", "other", "tube")
+SCRIPTS = {"other": "other_phantoms.py", "tube": "tube_phantoms.py"}  # the generators that are scripts
 HEADER = ["| seed | trained on | tested on | test size | Dice (mean over cases) | worst case | path 1 epochs "
           "| path 2 epochs | train s |", "|---|---|---|---|---|---|---|---|---|"]
 
@@ -62,7 +64,7 @@ def write_data(generator: str, out: Path, n: int, size: int, seed: int) -> Path:
     if generator == "vol25d":
         run("-q", "make-phantoms", out, "--n", n, "--size", size, "--seed", seed)
     else:
-        run(HERE / "other_phantoms.py", out, "--n", n, "--size", size, "--seed", seed)
+        run(HERE / SCRIPTS[generator], out, "--n", n, "--size", size, "--seed", seed)
     return out
 
 
@@ -106,7 +108,7 @@ def one_seed(seed: int, source: str, work: Path, args) -> list[tuple]:
     run_dir, epochs1, epochs2, seconds = train_kept(seed, source, work, args)
     rows = []
     for size in args.test_sizes:
-        for target in GENERATORS:
+        for target in args.test_on:
             test = work / f"test_{target}{seed}_{size}"
             if not test.exists():
                 write_data(target, test, args.test_cases, size, seed + TEST_SEED[target])
@@ -151,7 +153,9 @@ def read_rows(path: Path) -> list[tuple]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train-on", nargs="+", default=list(GENERATORS), choices=GENERATORS)
+    parser.add_argument("--train-on", nargs="+", default=["vol25d", "other"], choices=GENERATORS)
+    parser.add_argument("--test-on", nargs="+", default=list(GENERATORS), choices=GENERATORS,
+                        help="generators of the held-out phantoms (default: all)")
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--train-cases", type=int, default=12)
     parser.add_argument("--test-cases", type=int, default=4)

@@ -48,6 +48,7 @@ from benchmark import write_results  # noqa: E402
 from ceiling import best_dice  # noqa: E402
 from other_phantoms import write_other_dataset  # noqa: E402
 from reconstruction import held_out  # noqa: E402
+from tube_phantoms import write_tube_dataset  # noqa: E402
 
 from vol25d.data.augment import AugmentConfig  # noqa: E402
 from vol25d.data.dataset import load_dataset  # noqa: E402
@@ -63,12 +64,12 @@ from vol25d.train import TrainConfig, train  # noqa: E402
 log = logging.getLogger("diagnose")
 RESULTS = Path(__file__).resolve().parent / "results"
 # Generators of held-out data (and of training data); vol25d's own in the default "tangle" layout.
-WRITERS = {"vol25d": write_phantom_dataset, "other": write_other_dataset}
+WRITERS = {"vol25d": write_phantom_dataset, "other": write_other_dataset, "tube": write_tube_dataset}
 # Training data only: vol25d's phantoms in the other layouts (make_phantom's ``layout``).
 TRAIN_WRITERS = {**WRITERS, "vol25d-spread": partial(write_phantom_dataset, layout="spread"),
                  "vol25d-mixed": partial(write_phantom_dataset, layout="mixed")}
-TRAIN_SEED = {"vol25d": 0, "vol25d-spread": 0, "vol25d-mixed": 0, "other": 3000}  # training set = seed + this
-TEST_SEED = {"vol25d": 1000, "other": 2000}  # tests as reconstruction.py
+TRAIN_SEED = {"vol25d": 0, "vol25d-spread": 0, "vol25d-mixed": 0, "other": 3000, "tube": 4000}  # training set = seed + this
+TEST_SEED = {"vol25d": 1000, "other": 2000, "tube": 5000}  # tests as reconstruction.py
 COLUMNS = ("views", "view precision", "view recall", "recall, low D", "perfect, init", "perfect, best", "U, best", "U, T",
            "seed of U, best", "no U, best", "native")
 

@@ -78,3 +78,15 @@ def test_collect_gives_mean_and_spread_per_method_over_runs_and_refuses_mixed_bu
     odd = _report(tmp_path / "d.md", "image", [("vol25d", 0.8)], budget="60")
     with pytest.raises(ValueError, match="d.md"):
         benchmark.collect([runs[0], odd], tmp_path, "over")
+
+
+def test_a_baseline_trains_for_its_budget_of_wall_time_whatever_its_step_costs(tmp_path):
+    benchmark = _module()
+    settings = benchmark.Settings(1.0, 24, 2, 1, None, benchmark.torch.device("cpu"), smoke=True)
+    train_dir, train_cases, _ = benchmark.make_data(settings, tmp_path)
+    train_data, _, _ = benchmark.prepare_cases(benchmark.load_dataset(train_dir), train_cases, [])
+    augment = benchmark.TrainConfig().augment
+    short = benchmark.train_baseline("slice2d", settings, train_data, augment)[1]
+    longer = benchmark.train_baseline("slice2d", settings, train_data, augment, budget_s=2.5)[1]
+    assert short["train_s"] >= 0.75 and longer["train_s"] >= 2.2  # the budget, less half a (sub-second) step
+    assert longer["steps"] > short["steps"] >= 1

@@ -25,3 +25,12 @@ def test_collect_gives_mean_and_spread_over_seeds_per_generator_pair_and_size(tm
     assert "| other | other | 48³ | 2 | 0.850 ± 0.050 | 0.700 | 350, 400 |" in text
     assert "| other | other | 96³ | 1 | 0.600 ± 0.000 | 0.500 | 300, 300 |" in text
     assert "vol25d |" not in text  # no row for a pair that was not run
+
+
+def test_every_generator_writes_a_dataset_the_training_reads(tmp_path):
+    from vol25d.data.check import check_dataset
+
+    for generator in cpu_defaults.GENERATORS:
+        out = cpu_defaults.write_data(generator, tmp_path / generator, 2, 16, 0)
+        assert check_dataset(out) == [], generator
+        assert len(list((out / "imagesTr").iterdir())) == 2

@@ -175,3 +175,19 @@ def test_the_memory_controls_reach_the_model_and_change_memory_not_the_result(ph
     assert "checkpoint_views" not in saved.model_config and saved.train_config["checkpoint_views"] == 1
     with pytest.raises(InputError, match="view_chunk"):
         cpu(1, view_chunk=0)
+
+
+def test_the_schedule_by_fraction_of_training_matches_the_one_by_steps():
+    from vol25d.train import warmup_cosine
+
+    assert warmup_cosine(0.0) == 0.0 and warmup_cosine(0.025) == pytest.approx(0.5)
+    assert warmup_cosine(0.05) == pytest.approx(1.0) and warmup_cosine(1.0) == pytest.approx(0.0)
+    rates = [warmup_cosine(i / 100) for i in range(5, 101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = lr_schedule(optimizer, total_steps=100)
+    for step in range(100):
+        if step >= 5:  # past the warm-up the two agree, (step - 5) / 95 of the decay done
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(warmup_cosine(0.05 + 0.95 * (step - 5) / 95))
+        optimizer.step()
+        schedule.step()

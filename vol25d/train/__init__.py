@@ -22,7 +22,7 @@ Modules: :mod:`~vol25d.train.config` (settings), :mod:`~vol25d.train.objective` 
 
 from vol25d.train.config import DEFAULT_EPOCHS, FINE_TUNE_LR, FINE_TUNE_MODEL_SETTINGS, TrainConfig, TrainResult
 from vol25d.train.loop import fit, train
-from vol25d.train.objective import Objective, lr_schedule
+from vol25d.train.objective import Objective, lr_schedule, warmup_cosine
 
-__all__ = ["TrainConfig", "TrainResult", "train", "fit", "Objective", "lr_schedule", "DEFAULT_EPOCHS", "FINE_TUNE_LR",
+__all__ = ["TrainConfig", "TrainResult", "train", "fit", "Objective", "lr_schedule", "warmup_cosine", "DEFAULT_EPOCHS", "FINE_TUNE_LR",
            "FINE_TUNE_MODEL_SETTINGS"]

@@ -10,7 +10,7 @@ from monai.losses import DiceLoss
 from vol25d.device import full_precision
 from vol25d.train.config import TrainConfig
 
-__all__ = ["Objective", "lr_schedule"]
+__all__ = ["Objective", "lr_schedule", "warmup_cosine"]
 
 
 class Objective:
@@ -43,7 +43,18 @@ def lr_schedule(optimizer, total_steps: int):
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return _cosine((step - warmup) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def warmup_cosine(progress: float, warmup: float = 0.05) -> float:
+    """:func:`lr_schedule`'s factor as a function of the fraction ``progress`` ∈ [0, 1] of training done (for a
+    schedule by elapsed time rather than steps): linear warm-up over the first ``warmup``, then cosine to 0."""
+    if progress < warmup:
+        return progress / warmup
+    return _cosine((progress - warmup) / (1 - warmup))
+
+
+def _cosine(progress: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
