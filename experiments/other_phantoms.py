@@ -501,17 +501,23 @@ def _affine(rng: np.random.Generator, shape: tuple[int, int, int], spacing: np.n
 # ----------------------------------------------------------------------------------------------- script
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def dataset_script(writer, description: str, argv: list[str] | None = None, default_n: int = 4) -> int:
+    """The command line of a phantom generator script: ``OUT [--n N] [--size S] [--seed SEED]`` → ``writer(OUT,
+    n, size, seed)``, and one line saying what it wrote."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("out", help="dataset folder to write (MSD layout)")
-    parser.add_argument("--n", type=int, default=4, help="number of cases (default 4)")
+    parser.add_argument("--n", type=int, default=default_n, help=f"number of cases (default {default_n})")
     parser.add_argument("--size", type=int, default=48, help="voxels a side (default 48)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    root = write_other_dataset(args.out, args.n, args.size, args.seed)
+    root = writer(args.out, args.n, args.size, args.seed)
     print(f"wrote {args.n} cases of {args.size}^3 to {root} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dataset_script(write_other_dataset, __doc__, argv)
 
 
 if __name__ == "__main__":

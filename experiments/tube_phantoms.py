@@ -27,10 +27,8 @@ API:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -159,16 +157,10 @@ def _signed_distance(shape, points, radii, brightness):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", help="dataset folder to write (MSD layout)")
-    parser.add_argument("--n", type=int, default=16, help="number of cases (default 16)")
-    parser.add_argument("--size", type=int, default=48, help="voxels a side (default 48)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    root = write_tube_dataset(args.out, args.n, args.size, args.seed)
-    print(f"wrote {args.n} cases of {args.size}^3 to {root} in {time.perf_counter() - start:.1f} s")
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from other_phantoms import dataset_script  # the same command line; none of its phantom code
+
+    return dataset_script(write_tube_dataset, __doc__, argv, default_n=16)
 
 
 if __name__ == "__main__":
