@@ -5,7 +5,8 @@ For each seed and each training generator, the commands of the README, each with
 RUN/path1.pt``, then ``vol25d predict`` and ``vol25d evaluate`` on held-out phantoms of every generator (new
 cases: other data seeds). Training data: 12 phantoms of 48³ from ``vol25d make-phantoms`` (its default
 layout, ``mixed``), ``experiments/other_phantoms.py`` or ``experiments/tube_phantoms.py`` (independent
-generators); held out: 4 of each generator of ``--test-on`` at each of ``--test-sizes`` (48³ and 96³: the model predicts on each image's own grid).
+generators); held out: 4 of each generator of ``--test-on`` at each of ``--test-sizes`` (48³ and 96³: the
+model predicts on each image's own grid).
 Each command runs in its own process, as a user's would; the seconds are the wall time of the two ``train``
 commands.
 
@@ -13,8 +14,7 @@ Prints the figures and writes ``experiments/results/NAME.md`` (per seed and mean
 
 Usage:
     python experiments/cpu_defaults.py [--seeds 0 1 2] [--train-on vol25d other tube] [--test-on ...]
-                                       [--test-sizes 48 96]
-                                       [--keep DIR] [--name cpu_defaults]
+                                       [--test-sizes 48 96] [--keep DIR] [--name cpu_defaults]
     python experiments/cpu_defaults.py --collect results/A.md results/B.md --name cpu_defaults
 """
 

@@ -68,8 +68,9 @@ WRITERS = {"vol25d": write_phantom_dataset, "other": write_other_dataset, "tube"
 # Training data only: vol25d's phantoms in the other layouts (make_phantom's ``layout``).
 TRAIN_WRITERS = {**WRITERS, "vol25d-spread": partial(write_phantom_dataset, layout="spread"),
                  "vol25d-mixed": partial(write_phantom_dataset, layout="mixed")}
-TRAIN_SEED = {"vol25d": 0, "vol25d-spread": 0, "vol25d-mixed": 0, "other": 3000, "tube": 4000}  # training set = seed + this
-TEST_SEED = {"vol25d": 1000, "other": 2000, "tube": 5000}  # tests as reconstruction.py
+# Training set = seed + this; tests as reconstruction.py.
+TRAIN_SEED = {"vol25d": 0, "vol25d-spread": 0, "vol25d-mixed": 0, "other": 3000, "tube": 4000}
+TEST_SEED = {"vol25d": 1000, "other": 2000, "tube": 5000}
 COLUMNS = ("views", "view precision", "view recall", "recall, low D", "perfect, init", "perfect, best", "U, best", "U, T",
            "seed of U, best", "no U, best", "native")
 

@@ -24,5 +24,5 @@ from vol25d.train.config import DEFAULT_EPOCHS, FINE_TUNE_LR, FINE_TUNE_MODEL_SE
 from vol25d.train.loop import fit, train
 from vol25d.train.objective import Objective, lr_schedule, warmup_cosine
 
-__all__ = ["TrainConfig", "TrainResult", "train", "fit", "Objective", "lr_schedule", "warmup_cosine", "DEFAULT_EPOCHS", "FINE_TUNE_LR",
-           "FINE_TUNE_MODEL_SETTINGS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "fit", "Objective", "lr_schedule", "warmup_cosine", "DEFAULT_EPOCHS",
+           "FINE_TUNE_LR", "FINE_TUNE_MODEL_SETTINGS"]
