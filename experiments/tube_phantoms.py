@@ -5,15 +5,16 @@ of them in what makes a phantom hard:
 
 - Geometry: a few (2–3) thick trunks enter through random faces and wander (a random walk with momentum,
   0.5-voxel steps) across the volume; every trunk sprouts side branches, which sprout again, each thinner
-  (0.55–0.8 of its parent's radius) until the radius drops below 0.7 voxel. Radii are 1.4–2.6 voxels at 48³
-  (scaled with the grid): no sub-voxel twigs, few crossings, so a view shows most vessels apart.
+  (0.55–0.8 of its parent's radius) down to 0.7 voxel (at 48³; times the square root of the grid's scale
+  beyond). Trunk radii are 1.4–2.6 voxels at 48³ (scaled with the grid): no sub-voxel twigs, few crossings,
+  so a view shows most vessels apart.
 - Rendering: the signed distance to the nearest tube surface, ``sd``, through an erfc edge of a Gaussian
   point spread (σ 0.5 voxel): the label is ``sd ≤ 0``, which is where the clean vessel signal is half its
   brightness. Each tube has its own brightness (0.55–1 of the brightest), so a voxel's intensity, read
   beside its tube's, says whether it is inside.
-- Contrast: float32 in arbitrary units: tissue 150–300 with a smooth texture, vessels 600–1000 above it,
-  a smooth multiplicative bias (a random quadratic in the coordinates, up to ±25 %), additive Gaussian
-  noise of σ 10–30.
+- Contrast: float32 in arbitrary units: tissue 150–300 with a smooth texture, vessels 600–1000 above it, a
+  smooth multiplicative bias (exp of a random quadratic in the coordinates, 9 coefficients in ±0.12),
+  additive Gaussian noise of σ 10–30.
 - Header: isotropic voxels of 0.5–0.9 mm, axes flipped at random (RAS or LPS-like), origin anywhere.
 
 Usage:
