@@ -303,7 +303,6 @@ def train_baseline(name: str, settings: Settings, train_data, augment_config: Au
         _sync(device)
         steps += 1
         last_s = time.perf_counter() - start - elapsed
-    _sync(device)
     return model, {"steps": steps, "train_s": time.perf_counter() - start, "train_mem": _peak_memory(device)}
 
 

@@ -5,8 +5,9 @@ back-projected probabilities) can rebuild at best the visual hull of the object.
 perfect views (``mip(label)`` at the model's ``m`` directions, a silhouette in ``[0, 1]``), the best Dice each
 candidate reconstruction reaches on preprocessed phantoms (vol25d's own generator,
 ``experiments/other_phantoms.py`` and ``experiments/tube_phantoms.py``), with the best threshold per case, so
-it tells R's share of the error from U's. Candidates (``x``: the normalised image at the voxel; ``P̂_k``, ``V̂_k``: view ``k`` of the label's
-and of the image's MIP, linearly interpolated at the voxel's detector position):
+it tells R's share of the error from U's. Candidates (``x``: the normalised image at the voxel; ``P̂_k``,
+``V̂_k``: view ``k`` of the label's and of the image's MIP, linearly interpolated at the voxel's detector
+position):
 
 - ``seed``: ``mean_k P̂_k``.
 - ``x alone``: the voxel's own intensity, no views at all (a plain threshold of the image: what the

@@ -59,8 +59,8 @@ def auto_threads(cpus: int | None = None) -> int | None:
 
     Measured (experiments/results/bench_threads.md): on a 2-core VM shared with other jobs, a path-1 step of
     the demo's model of then (p = 24) on a 48³ phantom took 0.235 s with 1 thread and 3.415 s with 2; a demo
-    run with torch's 2 threads took 14 min 27 s, against 7 min 59 s with 1. More cores were not measured, so there torch's
-    default stands.
+    run with torch's 2 threads took 14 min 27 s, against 7 min 59 s with 1. More cores were not measured, so
+    there torch's default stands.
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return None
