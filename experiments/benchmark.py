@@ -35,7 +35,8 @@ All methods, vol25d included (its network applied to the same preprocessed tenso
 preprocessed grid, HD95 in mm at the preprocessed spacing.
 
 ``--reconstruction seed`` trains vol25d with the seed method's ``R ∘ F`` instead of the default explained
-back-projection (``ModelConfig.reconstruction="image"``).
+back-projection (``ModelConfig.reconstruction="image"``), and ``--no-head-image`` with a head T that does not
+read the image (``ModelConfig.head_image``); ``--collect`` names vol25d's row by both.
 
 ``--methods`` picks a subset (comma-separated names from the list above; default all), so that a comparison
 fits in minutes; every chosen method still gets the same data, budget, augmentation and loss.
@@ -96,6 +97,7 @@ class Settings:
     seed: int = 0
     methods: tuple[str, ...] = METHODS
     reconstruction: str = ModelConfig().reconstruction
+    head_image: bool = ModelConfig().head_image
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -314,11 +316,12 @@ def _epoch_seconds(metrics_csv: Path) -> float:
 
 
 def _model_config(settings: Settings) -> ModelConfig:
-    """vol25d's settings in the benchmark: the defaults, or a tiny model with --smoke; the reconstruction asked for."""
+    """vol25d's settings in the benchmark: the defaults, or a tiny model with --smoke; the reconstruction and
+    head asked for."""
     if settings.smoke:
         return ModelConfig(channels=settings.channels, strides=settings.strides, directions=8, views=2, filter_radius=8,
-                           reconstruction=settings.reconstruction)
-    return ModelConfig(reconstruction=settings.reconstruction)
+                           reconstruction=settings.reconstruction, head_image=settings.head_image)
+    return ModelConfig(reconstruction=settings.reconstruction, head_image=settings.head_image)
 
 
 def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_data) -> dict:
@@ -473,7 +476,8 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
                   "The table's vol25d row is after path 2; its train seconds include `train`'s own data loading and "
                   "validation, its steps are path 1's plus path 2's."]
     lines += ["", "## Machine", "", machine(), "", "## Settings", "",
-              f"- methods: {', '.join(settings.methods)}; vol25d's reconstruction: {settings.reconstruction}",
+              f"- methods: {', '.join(settings.methods)}; vol25d's reconstruction: {settings.reconstruction}; "
+              f"T reads the image: {'yes' if settings.head_image else 'no'}",
               f"- budget {settings.budget_s:g} s of training per method (vol25d: 80 % path 1, 20 % path 2, seconds → "
               "epochs from a timed first epoch, not counted; baselines: wall time after a warm-up step, at least "
               "vol25d's seconds)",
@@ -506,7 +510,7 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
 
 def collect(paths: list[Path], out_dir: Path, name: str) -> str:
     """Mean ± sd over runs (one per seed) of earlier reports, per method; vol25d's row is named by its
-    reconstruction. The reports must share their budget and data settings: a table over runs of different
+    reconstruction and by whether T reads the image (reports from before that setting: it did not). The reports must share their budget and data settings: a table over runs of different
     budgets would not be one comparison, so a mismatch raises ``ValueError`` naming the two files."""
     rows: dict[str, list[list[float]]] = {}
     settings_of: dict[str, Path] = {}
@@ -516,7 +520,9 @@ def collect(paths: list[Path], out_dir: Path, name: str) -> str:
         if settings_of and same not in settings_of:
             raise ValueError(f"{path} was run with other budget or data settings than {next(iter(settings_of.values()))}")
         settings_of.setdefault(same, path)
-        reconstruction = text.split("vol25d's reconstruction: ", 1)[1].split()[0] if "vol25d's reconstruction: " in text else "seed"
+        reconstruction = text.split("vol25d's reconstruction: ", 1)[1].split()[0].rstrip(";") if "vol25d's reconstruction: " in text else "seed"
+        if "T reads the image: yes" in text:
+            reconstruction += ", T reads the image"
         for line in text.split("## Machine", 1)[0].splitlines():
             cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
             if line.startswith("|") and cells[0] in METHODS:
@@ -594,6 +600,8 @@ def main(argv=None) -> None:
                         help=f"comma-separated subset of {','.join(METHODS)} (default all)")
     parser.add_argument("--reconstruction", choices=("seed", "image"), default=ModelConfig().reconstruction,
                         help=f"vol25d's ModelConfig.reconstruction (default {ModelConfig().reconstruction})")
+    parser.add_argument("--head-image", action=argparse.BooleanOptionalAction, default=ModelConfig().head_image,
+                        help="vol25d's ModelConfig.head_image: T reads the image (default on)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, split, weights and draws (default 0)")
     parser.add_argument("--collect", type=Path, nargs="+", metavar="REPORT",
                         help="summarise earlier reports (one per seed) into --name: mean ± sd per method")
@@ -615,7 +623,8 @@ def main(argv=None) -> None:
     out_dir = args.out_dir or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(args.budget_s, args.size, args.n_train, args.n_test, args.data, resolve_device(args.device),
-                        args.smoke, seed=args.seed, methods=methods, reconstruction=args.reconstruction)
+                        args.smoke, seed=args.seed, methods=methods, reconstruction=args.reconstruction,
+                        head_image=args.head_image)
     with tempfile.TemporaryDirectory(prefix="vol25d-benchmark-") as scratch:
         work = Path(scratch)
         train_dir, train_cases_all, test_cases = make_data(settings, work)

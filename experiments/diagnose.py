@@ -74,23 +74,27 @@ TEST_SEED = {"vol25d": 1000, "other": 2000, "tube": 5000}
 COLUMNS = ("views", "view precision", "view recall", "recall, low D", "perfect, init", "perfect, best", "U, best", "U, T",
            "seed of U, best", "no U, best", "native")
 
-# Named variants: (model settings, train settings, augmentation settings) beside reconstruction.py's.
+# Named variants: (model settings, train settings, augmentation settings) beside reconstruction.py's. All but
+# "image-head" keep T as it was when they were measured, a head that does not read the image.
+_T = {"head_image": False}
 VARIANTS = {
-    "seed": ({"reconstruction": "seed"}, {}, {}),
-    "image": ({"reconstruction": "image"}, {}, {}),
+    "seed": ({"reconstruction": "seed", **_T}, {}, {}),
+    "image": ({"reconstruction": "image", **_T}, {}, {}),
+    # T also reads the image (ModelConfig.head_image, the default now): a 3×3×3 convolution of [R ∘ F, image].
+    "image-head": ({"reconstruction": "image", "head_image": True}, {}, {}),
     # U with two downsamplings instead of four: a receptive field of a few vessel widths, not the whole view.
-    "image-local": ({"reconstruction": "image", "channels": (16, 32, 64), "strides": (2, 2)}, {}, {}),
-    "seed-local": ({"reconstruction": "seed", "channels": (16, 32, 64), "strides": (2, 2)}, {}, {}),
+    "image-local": ({"reconstruction": "image", "channels": (16, 32, 64), "strides": (2, 2), **_T}, {}, {}),
+    "seed-local": ({"reconstruction": "seed", "channels": (16, 32, 64), "strides": (2, 2), **_T}, {}, {}),
     # U held harder to the label's own MIPs.
-    "image-views4": ({"reconstruction": "image"}, {"view_loss_weight": 4.0}, {}),
+    "image-views4": ({"reconstruction": "image", **_T}, {"view_loss_weight": 4.0}, {}),
     # Wider intensity augmentation (contrast, offset, gamma, noise): the generators differ most in contrast.
-    "image-intensity": ({"reconstruction": "image"}, {}, {
+    "image-intensity": ({"reconstruction": "image", **_T}, {}, {
         "intensity_prob": 0.6, "intensity_scale": (0.7, 1.4), "intensity_shift": 0.3,
         "gamma_prob": 0.6, "gamma_range": (0.5, 2.0), "noise_prob": 0.3, "noise_std": 0.2}),
     # A smooth multiplicative bias field (AugmentConfig.bias_prob): the generators' bias fields differ in kind.
-    "image-bias": ({"reconstruction": "image"}, {}, {"bias_prob": 0.5, "bias_strength": 0.5}),
+    "image-bias": ({"reconstruction": "image", **_T}, {}, {"bias_prob": 0.5, "bias_strength": 0.5}),
     # T normalising R's output per case (instance norm) instead of one learnt scale: a threshold that adapts.
-    "image-instance": ({"reconstruction": "image", "head_norm": "instance"}, {}, {}),
+    "image-instance": ({"reconstruction": "image", "head_norm": "instance", **_T}, {}, {}),
 }
 
 

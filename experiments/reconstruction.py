@@ -107,7 +107,9 @@ def main(argv=None) -> int:
             tests = {"vol25d": write_phantom_dataset(work / f"test{seed}", args.test_cases, args.size, seed + 1000),
                      "other": write_other_dataset(work / f"other{seed}", args.test_cases, args.size, seed + 2000)}
             for kind in kinds:
-                model = ModelConfig(directions=64, views=args.views, num_res_units=args.res_units, reconstruction=kind)
+                # T without the image (as measured, before ModelConfig.head_image): the comparison isolates R.
+                model = ModelConfig(directions=64, views=args.views, num_res_units=args.res_units, reconstruction=kind,
+                                    head_image=False)
                 run = work / f"run{seed}_{kind}"
                 start = time.perf_counter()
                 first = train(data, run, TrainConfig(path=1, epochs=args.epochs1, device="cpu", seed=seed),

@@ -68,12 +68,14 @@ def test_collect_gives_mean_and_spread_per_method_over_runs_and_refuses_mixed_bu
     benchmark = _module()
     runs = [_report(tmp_path / "a.md", "image", [("vol25d", 0.8), ("slice2d", 0.7)]),
             _report(tmp_path / "b.md", "image", [("vol25d", 0.6), ("slice2d", 0.7)]),
-            _report(tmp_path / "c.md", "seed", [("vol25d", 0.5)])]
+            _report(tmp_path / "c.md", "seed", [("vol25d", 0.5)]),
+            _report(tmp_path / "e.md", "image; T reads the image: yes", [("vol25d", 0.9)])]
     text = benchmark.collect(runs, tmp_path, "over")
     rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
                                           if line.startswith("| ") and not line.startswith("| method"))}
     assert rows["vol25d (image)"][1:4] == ["2", "0.700 ± 0.100", "0.600"]
     assert rows["slice2d"][2] == "0.700 ± 0.000" and rows["vol25d (seed)"][1] == "1"
+    assert rows["vol25d (image, T reads the image)"][1:3] == ["1", "0.900 ± 0.000"]
     assert (tmp_path / "over.md").read_text() == text
     odd = _report(tmp_path / "d.md", "image", [("vol25d", 0.8)], budget="60")
     with pytest.raises(ValueError, match="d.md"):

@@ -96,6 +96,21 @@ def test_an_image_reconstruction_round_trips_with_its_margin_and_softness(tmp_pa
     assert float(loaded.explanation.margin.detach()) == pytest.approx(0.25)
 
 
+def test_a_checkpoint_from_before_the_head_read_the_image_loads_and_gives_what_it_gave(tmp_path):
+    old = Random25DUNet(1, 1, reconstruction="image", head_image=False, **SMALL).eval()  # all there was then
+    values = _values(old)
+    del values["model_config"]["head_image"]  # as written before the setting existed
+    path = save_checkpoint(values, tmp_path / "path2.pt")
+    loaded = model_from_checkpoint(Checkpoint.load(path), path).eval()
+    assert not loaded.config.head_image and loaded.head.context is None
+    x = torch.rand(1, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), old(x))
+    assert describe_checkpoint(Checkpoint.load(path))["model"]["head"]["image"] is False
+    new = _values(Random25DUNet(1, 1, **SMALL))
+    assert new["model_config"]["head_image"] and "head.context.weight" in new["state_dict"]
+
+
 def test_a_checkpoint_that_saved_memory_controls_loads_and_runs_with_the_given_ones(tmp_path):
     """Before they became runtime arguments, every checkpoint carried view_chunk and checkpoint_views."""
     model = Random25DUNet(1, 1, **SMALL)

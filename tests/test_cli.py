@@ -288,10 +288,12 @@ def test_info_describes_a_checkpoint(run, capsys):
     assert re.search(r"^classes\s+vessel$", table, re.M)
     assert re.search(r"^directions m\s+8$", table, re.M) and re.search(r"^trained in\s+path 2 \(U frozen\)$", table, re.M)
     assert re.search(r"^training data\s+.+: 3 training / 1 validation cases$", table, re.M)
+    assert re.search(r"^head T\s+.*reads the image", table, re.M)
     described = json.loads(_in_process(["info", run / "path1.pt", "--json"], capsys))
     assert described["classes"] == ["vessel"] and described["channels"] == ["MRA"]
     assert described["model"]["directions_m"] == 8 and described["model"]["views_p"] == 2
     assert described["path"] == 1 and described["training"]["train_cases"] == 3
+    assert described["model"]["head"]["image"] is True
     assert len(described["preprocess"]["target_spacing_mm"]) == 3
 
 

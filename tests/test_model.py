@@ -81,7 +81,7 @@ def test_forward_is_the_method_step_by_step():
         views = model.projections(x, angles)
         probabilities = model.view_probabilities(views)
         volume = model.reconstruct(probabilities, angles, (10, 10))
-        torch.testing.assert_close(model(x), model.head(volume), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(model(x), model.head(volume, x), atol=1e-5, rtol=1e-4)
     assert views.shape == (1, 1, 8, 8, 16)  # ⌈√200⌉ = 15, made even like H
 
 
@@ -171,10 +171,37 @@ def test_head_pool_options_start_as_documented(pool):
     model = Random25DUNet(1, 1, head_pool=pool, **SMALL)
     volume = torch.zeros(1, 1, 8, 8, 8)
     volume[0, 0, 4, 4, 4] = 1.0
-    logits = model.head.logits(volume)
+    logits = model.head.logits(volume, torch.rand(1, 1, 8, 8, 8))  # T's image correction starts at zero
     centre = (logits[0, 0, 4, 4, 4] - model.head.shift) / model.head.scale
     expected = {"avg": 1 / 27, "learned": 1 / 27, "none": 1.0}[pool]
     assert torch.isclose(centre, torch.tensor(expected), atol=1e-6).all()
+
+
+def test_head_reads_the_image_through_one_convolution_that_starts_at_zero():
+    torch.manual_seed(0)
+    model = Random25DUNet(2, 3, **SMALL).eval()
+    assert model.config.head_image and model.head.context.weight.shape == (3, 5, 3, 3, 3)
+    assert not model.head.context.weight.any()
+    x, volume = torch.rand(1, 2, 8, 10, 10), torch.rand(1, 3, 8, 10, 10)
+    plain = volume * model.head.scale.view(1, -1, 1, 1, 1) + model.head.shift.view(1, -1, 1, 1, 1)
+    torch.testing.assert_close(model.head.logits(volume, x), plain)
+    # What it adds: the convolution of [r, image] in r's units, before the affine threshold.
+    with torch.no_grad():
+        model.head.context.weight.normal_()
+    correction = torch.nn.functional.conv3d(torch.nn.functional.pad(torch.cat([volume, x], 1), (1,) * 6, mode="replicate"),
+                                            model.head.context.weight)
+    expected = (volume + correction) * model.head.scale.view(1, -1, 1, 1, 1) + model.head.shift.view(1, -1, 1, 1, 1)
+    torch.testing.assert_close(model.head.logits(volume, x), expected, atol=1e-4, rtol=1e-4)
+    # The image matters: a brighter image changes the output.
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(x * 2))
+    with pytest.raises(ValueError, match="reads the image"):
+        model.head(volume)
+    without = Random25DUNet(2, 3, head_image=False, **SMALL)
+    assert without.head.context is None and "context.weight" not in "".join(without.state_dict())
+    without.head(volume)  # needs no image
+    with pytest.raises(ValueError, match="head_image must be true or false"):
+        ModelConfig(head_image="yes")
 
 
 def test_filtration_starts_as_documented():
@@ -185,7 +212,8 @@ def test_filtration_starts_as_documented():
     # R ∘ F starts as the views' mean: a voxel every view sees as object gets 1, the head's threshold is 0.9.
     ones = identity.reconstruct(torch.ones(1, 1, 8, 6, 16), identity.angles, (10, 10))
     torch.testing.assert_close(ones, torch.ones_like(ones))
-    assert identity.head.logits(torch.tensor([0.85, 0.95]).view(1, 1, 2, 1, 1)).flatten().sign().tolist() == [-1, 1]
+    r = torch.tensor([0.85, 0.95]).view(1, 1, 2, 1, 1)
+    assert identity.head.logits(r, torch.rand_like(r)).flatten().sign().tolist() == [-1, 1]
     assert identity.config.filter_radius == 8
     ramlak = Random25DUNet(1, 1, filter_init="ramlak", **SMALL)
     radius = ramlak.config.filter_radius
@@ -237,7 +265,7 @@ def test_image_reconstruction_is_the_explained_back_projection_step_by_step():
         expected = backproject_explained(model.filtration(probabilities), views[:, :1], x[:, :1], angles, margin,
                                          softness) / angles.numel()
         torch.testing.assert_close(volume, expected)
-        torch.testing.assert_close(model(x), model.head(volume), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(model(x), model.head(volume, x), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="needs the image and its views"):
         model.reconstruct(probabilities, angles, (10, 10))
 

@@ -51,7 +51,8 @@ def test_path_2_changes_no_u_weight_and_trains_f_and_t(path1, phantoms, tmp_path
     second = train(phantoms, tmp_path, cpu(2, epochs=2), init=first.checkpoint, quiet=True)
     before, after = weights(first.checkpoint), weights(second.last_checkpoint)
     assert not changed(before, after, "unet.")
-    assert changed(before, after, "filtration.") and changed(before, after, "head.")
+    assert changed(before, after, "filtration.") and changed(before, after, "head.context.")
+    assert changed(before, after, "head.scale") and changed(before, after, "explanation.")
     assert Checkpoint.load(second.checkpoint).unet_frozen is True
 
 
@@ -148,11 +149,16 @@ def test_f_and_t_learn_at_small_lr_factor_times_us_rate_in_path_1(phantoms, tmp_
 
     def recording(groups, **kwargs):
         rates["groups"] = [group["lr"] for group in groups]
+        rates["sizes"] = [sum(p.numel() for p in group["params"]) for group in groups]
         return real(groups, **kwargs)
 
     monkeypatch.setattr(torch.optim, "AdamW", recording)
-    train(phantoms, tmp_path, cpu(1, lr=1e-3, small_lr_factor=4.0), model_config=MODEL, quiet=True)
-    assert rates["groups"] == [pytest.approx(4e-3), pytest.approx(1e-3)]  # F and T, then U
+    result = train(phantoms, tmp_path, cpu(1, lr=1e-3, small_lr_factor=4.0), model_config=MODEL, quiet=True)
+    # F and T, then U, then T's image correction (a convolution starting at zero) at U's rate.
+    assert rates["groups"] == [pytest.approx(4e-3), pytest.approx(1e-3), pytest.approx(1e-3)]
+    model = Checkpoint.load(result.checkpoint).model(result.checkpoint)
+    assert rates["sizes"][2] == model.head.context.weight.numel() and model.head.context.weight.any()  # it learnt
+    assert rates["sizes"][0] + rates["sizes"][1] + rates["sizes"][2] == sum(p.numel() for p in model.parameters())
     with pytest.raises(InputError, match="small_lr_factor"):
         TrainConfig(small_lr_factor=0)
 

@@ -36,8 +36,10 @@ _KINDS = {"model_config": dict, "preprocess": dict, "state_dict": dict, "class_n
           "channel_names": (list, tuple)}
 _RESUME_KEYS = ("optimizer", "scheduler", "rng")
 # Checkpoints written before ModelConfig had these fields started F as Ram–Lak and left its DC gain free,
-# and back-projected along whole rays (the seed reconstruction), whatever the defaults are now.
-_BEFORE_FILTER_SETTINGS = {"filter_init": "ramlak", "filter_fixed_dc": False, "reconstruction": "seed"}
+# back-projected along whole rays (the seed reconstruction) and had a T that did not read the image, whatever
+# the defaults are now.
+_BEFORE_FILTER_SETTINGS = {"filter_init": "ramlak", "filter_fixed_dc": False, "reconstruction": "seed",
+                           "head_image": False}
 _PASS = "pass a RUN/path1.pt or RUN/path2.pt written by `vol25d train`"
 
 
@@ -332,7 +334,8 @@ def describe_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike | None =
             "reconstruction": {"kind": model.get("reconstruction"), "filter_init": model.get("filter_init"),
                                "filter_taps": 2 * int(radius) + 1 if radius else None,
                                "filter_fixed_dc": model.get("filter_fixed_dc")},
-            "head": {"norm": model.get("head_norm"), "pool": model.get("head_pool"), "activation": model.get("activation")},
+            "head": {"norm": model.get("head_norm"), "pool": model.get("head_pool"), "activation": model.get("activation"),
+                     "image": model.get("head_image")},
             "unet": {"channels": list(model.get("channels") or ()), "strides": list(model.get("strides") or ()),
                      "num_res_units": model.get("num_res_units")},
             "unet_frozen": checkpoint.unet_frozen,
@@ -385,7 +388,8 @@ def format_description(description: dict) -> str:
         ("reconstruction R", model["reconstruction"]["kind"]),
         ("filtration F", f"{model['reconstruction']['filter_init']} start, {model['reconstruction']['filter_taps']} "
                          f"taps, DC gain {'held' if model['reconstruction']['filter_fixed_dc'] else 'free'}"),
-        ("head T", f"{model['head']['norm']} norm, pool {model['head']['pool']}, {model['head']['activation']}"),
+        ("head T", f"{model['head']['norm']} norm, pool {model['head']['pool']}, "
+                   f"{'reads the image, ' if model['head']['image'] else ''}{model['head']['activation']}"),
         ("U", f"channels {_cell(model['unet']['channels'])}, strides {_cell(model['unet']['strides'])}, "
               f"{model['unet']['num_res_units']} residual unit(s) per level"),
         ("parameters", f"{model['parameters']:,}"),

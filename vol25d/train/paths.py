@@ -69,7 +69,7 @@ def rank_seed(seed: int, rank: int) -> int:
 
 def path1(model: Random25DUNet, cases: Cases, config: TrainConfig) -> Stage:
     """Path 1 trains U, F and (unless ``train_head_in_path1`` is off) T end to end, F and T at
-    ``small_lr_factor`` × U's learning rate.
+    ``small_lr_factor`` × U's learning rate (T's image correction at U's).
 
     One step: augment a training case, draw ``p`` of the ``m`` directions, and compute the 3-D Dice (+ BCE) of
     ``T ∘ R ∘ F ∘ U ∘ M`` of the image at them, plus the weighted Dice of U's views against the label's MIPs.
@@ -80,9 +80,15 @@ def path1(model: Random25DUNet, cases: Cases, config: TrainConfig) -> Stage:
     objective = Objective(config)
     if not config.train_head_in_path1:
         model.head.requires_grad_(False)
-    small = [*_reconstruction_parameters(model), *(model.head.parameters() if config.train_head_in_path1 else ())]
-    groups = [{"params": small, "lr": config.lr * config.small_lr_factor, "weight_decay": 0.0},
+    # T's image correction (a 3×3×3 convolution starting at zero) learns at U's rate: at the small parameters'
+    # rate its first steps would already move the logits by several units.
+    context = list(model.head.context.parameters()) if model.head.context is not None else []
+    head = [q for q in model.head.parameters() if all(q is not c for c in context)] if config.train_head_in_path1 else []
+    groups = [{"params": [*_reconstruction_parameters(model), *head], "lr": config.lr * config.small_lr_factor,
+               "weight_decay": 0.0},
               {"params": list(model.unet.parameters()), "lr": config.lr}]
+    if context and config.train_head_in_path1:
+        groups.append({"params": context, "lr": config.lr, "weight_decay": 0.0})
 
     def step(net: torch.nn.Module, index: int) -> torch.Tensor:
         case = cases.train[index]
