@@ -510,8 +510,9 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
 
 def collect(paths: list[Path], out_dir: Path, name: str) -> str:
     """Mean ± sd over runs (one per seed) of earlier reports, per method; vol25d's row is named by its
-    reconstruction and by whether T reads the image (reports from before that setting: it did not). The reports must share their budget and data settings: a table over runs of different
-    budgets would not be one comparison, so a mismatch raises ``ValueError`` naming the two files."""
+    reconstruction and by whether T reads the image (reports from before that setting: it did not). The
+    reports must share their budget and data settings: a table over runs of different budgets would not be
+    one comparison, so a mismatch raises ``ValueError`` naming the two files."""
     rows: dict[str, list[list[float]]] = {}
     settings_of: dict[str, Path] = {}
     for path in paths:

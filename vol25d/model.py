@@ -266,7 +266,8 @@ class Head(nn.Module):
             nn.init.constant_(self.smooth.weight, 1 / 27)
         self.context = None
         if image_channels:
-            self.context = nn.Conv3d(classes + image_channels, classes, 3, padding=1, bias=False, padding_mode="replicate")
+            self.context = nn.Conv3d(classes + image_channels, classes, 3, padding=1, bias=False,
+                                     padding_mode="replicate")
             nn.init.zeros_(self.context.weight)
         if norm == "instance":
             self.norm = nn.InstanceNorm3d(classes, affine=True)
@@ -348,8 +349,8 @@ class Random25DUNet(nn.Module):
         threshold, steepness = (0.15, 20.0) if config.filter_init == "ramlak" else (0.9, 40.0)
         if config.reconstruction == "image" and config.filter_init != "ramlak":
             threshold = 0.6
-        self.head = Head(config.out_channels, config.head_norm, config.activation, config.head_pool, threshold, steepness,
-                         config.in_channels if config.head_image else 0)
+        self.head = Head(config.out_channels, config.head_norm, config.activation, config.head_pool, threshold,
+                         steepness, config.in_channels if config.head_image else 0)
         self.register_buffer("angles", equal_angles(config.directions), persistent=False)
         self.unet_frozen = False
 
@@ -469,7 +470,8 @@ class Random25DUNet(nn.Module):
                            image_views: torch.Tensor | None = None) -> torch.Tensor:
         """T ∘ R ∘ F of U's probabilities at all ``m`` directions (from :meth:`all_view_probabilities`) for
         the image ``(B, C, D, H, W)`` they came from: probabilities ``(B, K, D, H, W)``."""
-        return self.head(self.reconstruct(probabilities, self.angles, tuple(image.shape[-2:]), image, image_views), image)
+        volume = self.reconstruct(probabilities, self.angles, tuple(image.shape[-2:]), image, image_views)
+        return self.head(volume, image)
 
     def _view_chunks(self, x: torch.Tensor, angles: torch.Tensor):
         """``(angles, views, U's probabilities)`` for consecutive chunks of ``view_chunk`` directions."""
