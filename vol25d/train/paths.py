@@ -82,12 +82,12 @@ def path1(model: Random25DUNet, cases: Cases, config: TrainConfig) -> Stage:
         model.head.requires_grad_(False)
     # T's image correction (a 3×3×3 convolution starting at zero) learns at U's rate: at the small parameters'
     # rate its first steps would already move the logits by several units.
-    context = list(model.head.context.parameters()) if model.head.context is not None else []
-    head = [q for q in model.head.parameters() if all(q is not c for c in context)] if config.train_head_in_path1 else []
-    groups = [{"params": [*_reconstruction_parameters(model), *head], "lr": config.lr * config.small_lr_factor,
-               "weight_decay": 0.0},
+    head = dict(model.head.named_parameters()) if config.train_head_in_path1 else {}
+    context = [q for name, q in head.items() if name.startswith("context.")]
+    small = [*_reconstruction_parameters(model), *(q for name, q in head.items() if not name.startswith("context."))]
+    groups = [{"params": small, "lr": config.lr * config.small_lr_factor, "weight_decay": 0.0},
               {"params": list(model.unet.parameters()), "lr": config.lr}]
-    if context and config.train_head_in_path1:
+    if context:
         groups.append({"params": context, "lr": config.lr, "weight_decay": 0.0})
 
     def step(net: torch.nn.Module, index: int) -> torch.Tensor:
