@@ -38,7 +38,7 @@ _RESUME_KEYS = ("optimizer", "scheduler", "rng")
 # Checkpoints written before ModelConfig had these fields started F as Ram–Lak and left its DC gain free,
 # back-projected along whole rays (the seed reconstruction) and had a T that did not read the image, whatever
 # the defaults are now.
-_BEFORE_FILTER_SETTINGS = {"filter_init": "ramlak", "filter_fixed_dc": False, "reconstruction": "seed",
+_SETTINGS_BEFORE_THEIR_FIELDS = {"filter_init": "ramlak", "filter_fixed_dc": False, "reconstruction": "seed",
                            "head_image": False}
 _PASS = "pass a RUN/path1.pt or RUN/path2.pt written by `vol25d train`"
 
@@ -165,8 +165,8 @@ class Checkpoint:
     @property
     def model_settings(self) -> dict:
         """The model settings as this vol25d reads them: those of older versions completed as they were
-        trained (:data:`_BEFORE_FILTER_SETTINGS`), the memory controls they saved dropped."""
-        settings = {**_BEFORE_FILTER_SETTINGS, **self.model_config}
+        trained (:data:`_SETTINGS_BEFORE_THEIR_FIELDS`), the memory controls they saved dropped."""
+        settings = {**_SETTINGS_BEFORE_THEIR_FIELDS, **self.model_config}
         return {k: v for k, v in settings.items() if k not in RUNTIME_SETTINGS}
 
     def model(self, source: str | os.PathLike = "checkpoint", **memory) -> Random25DUNet:
