@@ -39,7 +39,7 @@ _RESUME_KEYS = ("optimizer", "scheduler", "rng")
 # back-projected along whole rays (the seed reconstruction) and had a T that did not read the image, whatever
 # the defaults are now.
 _SETTINGS_BEFORE_THEIR_FIELDS = {"filter_init": "ramlak", "filter_fixed_dc": False, "reconstruction": "seed",
-                           "head_image": False}
+                                 "head_image": False}
 _PASS = "pass a RUN/path1.pt or RUN/path2.pt written by `vol25d train`"
 
 
