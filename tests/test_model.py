@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vol25d.geometry import default_detector, random_directions
-from vol25d.model import ModelConfig, Random25DUNet
+from vol25d.model import ModelConfig, Random25DUNet, conv3x3x3
 
 SMALL = dict(channels=(4, 8, 16), strides=(2, 2), num_res_units=1, directions=8, views=3, reconstruction="seed")
 
@@ -202,6 +202,24 @@ def test_head_reads_the_image_through_one_convolution_that_starts_at_zero():
     without.head(volume)  # needs no image
     with pytest.raises(ValueError, match="head_image must be true or false"):
         ModelConfig(head_image="yes")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7, 6), (1, 2, 1, 4, 1)])
+def test_slice_wise_convolution_is_conv3d_with_replicate_padding(shape):
+    # The CPU's way (2-D convolutions of the depth slices) and CUDA's (conv3d), against nn.Conv3d itself,
+    # values and gradients, for a batch, several classes and a volume one slice thick.
+    torch.manual_seed(0)
+    reference = torch.nn.Conv3d(shape[1], 2, 3, padding=1, bias=False, padding_mode="replicate").double()
+    inputs = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    expected = reference(inputs)
+    grad_out = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, (inputs, reference.weight), grad_out)
+    for by_slices in (True, False):
+        out = conv3x3x3(inputs, reference.weight, by_slices=by_slices)
+        assert out.shape == expected.shape and out.is_contiguous()
+        torch.testing.assert_close(out, expected)
+        for got, want in zip(torch.autograd.grad(out, (inputs, reference.weight), grad_out), expected_grads):
+            torch.testing.assert_close(got, want)
 
 
 def test_filtration_starts_as_documented():
