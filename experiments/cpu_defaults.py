@@ -29,12 +29,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchmark import write_results  # noqa: E402
 from diagnose import TEST_SEED, TRAIN_SEED  # noqa: E402  the data seeds of diagnose.py's sets
+
+from vol25d.data.dataset import load_dataset  # noqa: E402
+from vol25d.data.prepare import prepare_cases  # noqa: E402
+from vol25d.geometry import default_detector  # noqa: E402
+from vol25d.infer import Predictor  # noqa: E402
+from vol25d.ops import mip  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -91,6 +98,28 @@ def train_kept(seed: int, source: str, work: Path, args) -> tuple[Path, int, int
     return run_dir, record["path1"]["train"]["epochs"], record["path2"]["train"]["epochs"], float(timing.read_text())
 
 
+@torch.no_grad()
+def view_share(checkpoint: Path, test: Path) -> tuple[float, float]:
+    """U's share of the error: the trained model's mean Dice over ``test``'s cases (preprocessed grid, every
+    class, threshold 0.5) from U's views and from the label's own MIPs in their place (perfect views at the same
+    ``m`` directions, the same trained F, R and T). What perfect views leave is R's and T's share."""
+    predictor = Predictor.load(checkpoint, "cpu")
+    model = predictor.model.eval()
+    data = load_dataset(test)
+    prepared, _, _ = prepare_cases(data, data.cases, [], config=predictor.preprocess)
+    scores = {"U": [], "label": []}
+    for case in prepared:
+        image, label = case.image[None].float(), case.label.bool()
+        probabilities, image_views = model.all_view_probabilities(image)
+        perfect = mip(label[None].float(), model.angles, default_detector(*image.shape[-2:]))
+        for name, views in (("U", probabilities), ("label", perfect)):
+            found = model.segment_from_views(views, image, image_views)[0] >= 0.5
+            overlap = (found & label).flatten(1).sum(1).double()
+            total = (found.flatten(1).sum(1) + label.flatten(1).sum(1)).double()
+            scores[name] += torch.where(total > 0, 2 * overlap / total.clamp(min=1), 1.0).tolist()
+    return float(np.mean(scores["U"])), float(np.mean(scores["label"]))
+
+
 def validation_curves(work: Path, runs: list[tuple[int, str]]) -> list[str]:
     """Each run's validation Dice per epoch of both paths (its ``pathN_metrics.csv``): whether more epochs
     would have helped."""
@@ -104,9 +133,11 @@ def validation_curves(work: Path, runs: list[tuple[int, str]]) -> list[str]:
     return lines
 
 
-def one_seed(seed: int, source: str, work: Path, args) -> list[tuple]:
+def one_seed(seed: int, source: str, work: Path, args) -> tuple[list[tuple], list[tuple]]:
+    """The results rows (:data:`HEADER`) of one trained run, and its :func:`view_share` rows on its own
+    generator's held-out phantoms: ``(seed, source, size, Dice from U's views, from the label's views)``."""
     run_dir, epochs1, epochs2, seconds = train_kept(seed, source, work, args)
-    rows = []
+    rows, shares = [], []
     for size in args.test_sizes:
         for target in args.test_on:
             test = work / f"test_{target}{seed}_{size}"
@@ -121,7 +152,32 @@ def one_seed(seed: int, source: str, work: Path, args) -> list[tuple]:
             rows.append((seed, source, target, size, float(np.mean(dice)), min(dice), epochs1, epochs2, seconds))
             print(f"seed {seed}: trained on {source}, tested on {target} {size}³: Dice {np.mean(dice):.3f} "
                   f"(worst {min(dice):.3f}); train {seconds:.0f} s", flush=True)
-    return rows
+            if target == source:
+                shares.append((seed, source, size, *view_share(run_dir / "path2.pt", test)))
+                print(f"  preprocessed grid: Dice {shares[-1][3]:.3f} from U's views, {shares[-1][4]:.3f} from the "
+                      "label's own", flush=True)
+    return rows, shares
+
+
+def share_tables(shares: list[tuple]) -> list[str]:
+    """:func:`view_share`'s rows per seed and their mean ± sd over seeds."""
+    lines = ["## U's share of the error", "",
+             "The trained model (path 2) on its own generator's held-out phantoms, on the preprocessed grid at "
+             "threshold 0.5: from U's views, and from the label's own MIPs in their place (perfect views, the same "
+             "trained F, R and T). The gap is U's share of the error; what perfect views leave is R's and T's.", "",
+             "| seed | trained and tested on | test size | Dice from U's views | from the label's views |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {seed} | {source} | {size}³ | {u:.3f} | {perfect:.3f} |" for seed, source, size, u, perfect in shares]
+    lines += ["", "| trained and tested on | test size | seeds | from U's views | from the label's views |",
+              "|---|---|---|---|---|"]
+    for source in GENERATORS:
+        for size in sorted({row[2] for row in shares}):
+            mine = [row for row in shares if row[1:3] == (source, size)]
+            if mine:
+                u, perfect = [row[3] for row in mine], [row[4] for row in mine]
+                lines.append(f"| {source} | {size}³ | {len(mine)} | {np.mean(u):.3f} ± {np.std(u):.3f} | "
+                             f"{np.mean(perfect):.3f} ± {np.std(perfect):.3f} |")
+    return lines
 
 
 def summary(rows: list[tuple]) -> list[str]:
@@ -175,12 +231,13 @@ def main(argv=None) -> int:
         (args.out_dir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return 0
-    rows = []
+    rows, shares = [], []
     with tempfile.TemporaryDirectory() as scratch:
         work = args.keep or Path(scratch)
         for seed in args.seeds:
             for source in args.train_on:
-                rows += one_seed(seed, source, work, args)
+                mine, share = one_seed(seed, source, work, args)
+                rows, shares = rows + mine, shares + share
         curves = validation_curves(work, [(seed, source) for seed in args.seeds for source in args.train_on])
     lines = [f"# `vol25d train`'s CPU defaults, trained and held out ({args.name})", "",
              f"Per seed: {args.train_cases} training phantoms of {args.size}³ of the named generator, `vol25d train "
@@ -190,6 +247,8 @@ def main(argv=None) -> int:
              "train commands.",
              "", *HEADER]
     lines += [*map(format_row, rows), "", *summary(rows), "", *curves]
+    if shares:
+        lines += ["", *share_tables(shares)]
     write_results(lines, "; torch threads: `vol25d --threads auto`", args.out_dir, args.name)
     return 0
 

@@ -34,3 +34,13 @@ def test_every_generator_writes_a_dataset_the_training_reads(tmp_path):
         out = cpu_defaults.write_data(generator, tmp_path / generator, 2, 16, 0)
         assert check_dataset(out) == [], generator
         assert len(list((out / "imagesTr").iterdir())) == 2
+
+
+def test_view_share_scores_the_trained_model_from_its_views_and_from_the_labels(run, phantoms):
+    from_u, from_label = cpu_defaults.view_share(run / "path2.pt", phantoms)
+    assert 0.0 <= from_u <= 1.0 and 0.0 <= from_label <= 1.0
+    lines = cpu_defaults.share_tables([(0, "vol25d", 24, from_u, from_label), (1, "vol25d", 24, 0.5, 0.7)])
+    assert f"| 0 | vol25d | 24³ | {from_u:.3f} | {from_label:.3f} |" in lines
+    mean_u, mean_label = (from_u + 0.5) / 2, (from_label + 0.7) / 2
+    assert any(line.startswith(f"| vol25d | 24³ | 2 | {mean_u:.3f} ± ") and f"| {mean_label:.3f} ± " in line
+               for line in lines)
