@@ -159,16 +159,18 @@ def one_seed(seed: int, source: str, work: Path, args) -> tuple[list[tuple], lis
     return rows, shares
 
 
-def share_tables(shares: list[tuple]) -> list[str]:
-    """:func:`view_share`'s rows per seed and their mean ± sd over seeds."""
+def share_tables(shares: list[tuple], per_seed: bool = True) -> list[str]:
+    """:func:`view_share`'s rows per seed (unless ``per_seed`` is off) and their mean ± sd over seeds."""
     lines = ["## U's share of the error", "",
              "The trained model (path 2) on its own generator's held-out phantoms, on the preprocessed grid at "
              "threshold 0.5: from U's views, and from the label's own MIPs in their place (perfect views, the same "
-             "trained F, R and T). The gap is U's share of the error; what perfect views leave is R's and T's.", "",
-             "| seed | trained and tested on | test size | Dice from U's views | from the label's views |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {seed} | {source} | {size}³ | {u:.3f} | {perfect:.3f} |" for seed, source, size, u, perfect in shares]
-    lines += ["", "| trained and tested on | test size | seeds | from U's views | from the label's views |",
+             "trained F, R and T). The gap is U's share of the error; what perfect views leave is R's and T's.", ""]
+    if per_seed:
+        lines += ["| seed | trained and tested on | test size | Dice from U's views | from the label's views |",
+                  "|---|---|---|---|---|",
+                  *(f"| {seed} | {source} | {size}³ | {u:.3f} | {perfect:.3f} |"
+                    for seed, source, size, u, perfect in shares), ""]
+    lines += ["| trained and tested on | test size | seeds | from U's views | from the label's views |",
               "|---|---|---|---|---|"]
     for source in GENERATORS:
         for size in sorted({row[2] for row in shares}):
@@ -206,6 +208,17 @@ def read_rows(path: Path) -> list[tuple]:
     return rows
 
 
+def read_shares(path: Path) -> list[tuple]:
+    """The per-seed rows of :func:`share_tables` in a results file: ``(seed, source, size, from U, from the
+    label)``."""
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].isdigit() and cells[2].endswith("³"):
+            rows.append((int(cells[0]), cells[1], int(cells[2].rstrip("³")), float(cells[3]), float(cells[4])))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -228,6 +241,9 @@ def main(argv=None) -> int:
         sources = ", ".join(f"[{path.name}]({path.name})" for path in args.collect)
         lines = [f"# `vol25d train`'s CPU defaults over seeds ({args.name})", "",
                  f"Collected from {sources} (settings and machine in each).", "", *summary(rows)]
+        shares = [row for path in args.collect for row in read_shares(path)]
+        if shares:
+            lines += ["", *share_tables(shares, per_seed=False)]
         (args.out_dir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return 0

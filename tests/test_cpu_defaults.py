@@ -44,3 +44,17 @@ def test_view_share_scores_the_trained_model_from_its_views_and_from_the_labels(
     mean_u, mean_label = (from_u + 0.5) / 2, (from_label + 0.7) / 2
     assert any(line.startswith(f"| vol25d | 24³ | 2 | {mean_u:.3f} ± ") and f"| {mean_label:.3f} ± " in line
                for line in lines)
+
+
+def test_collect_puts_the_runs_shares_of_the_error_together(tmp_path):
+    for name, shares in (("a", [(0, "other", 48, 0.8, 0.9)]), ("b", [(1, "other", 48, 0.7, 0.85)])):
+        lines = ["# a run", "", *cpu_defaults.HEADER,
+                 cpu_defaults.format_row((shares[0][0], "other", "other", 48, 0.8, 0.7, 20, 5, 300.0)),
+                 "", *cpu_defaults.share_tables(shares)]
+        (tmp_path / f"{name}.md").write_text("\n".join(lines) + "\n")
+    assert cpu_defaults.read_shares(tmp_path / "a.md") == [(0, "other", 48, 0.8, 0.9)]
+    assert cpu_defaults.main(["--collect", str(tmp_path / "a.md"), str(tmp_path / "b.md"), "--name", "over",
+                              "--out-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "over.md").read_text()
+    assert "| other | 48³ | 2 | 0.750 ± 0.050 | 0.875 ± 0.025 |" in text
+    assert "| 0 | other | 48³ |" not in text  # the per-seed rows stay in the runs' own files

@@ -249,10 +249,13 @@ def conv3x3x3(inputs: torch.Tensor, weight: torch.Tensor, by_slices: bool = Fals
 
     ``by_slices`` computes it as one 2-D convolution of the padded depth slices (a batch of ``D + 2``) with the
     kernel's three depth planes as ``3·K`` output channels, then adds each output slice's three planes from its
-    neighbours. It is what the CPU runs: with a few channels and one volume PyTorch's CPU ``conv3d`` takes its
-    unvectorised path (``slow_conv3d``), while 2-D convolutions of a batch take oneDNN's. Measured forward and
-    backward, 2 channels in and 1 out, one AMD EPYC thread: 29 → 11 ms at 48³, 343 → 158 ms at 96³, 698 →
-    462 ms at 128³. CUDA runs ``conv3d`` (cuDNN).
+    neighbours. It is what T trains with on the CPU: with a few channels and one volume PyTorch's CPU ``conv3d``
+    takes its unvectorised path (``slow_conv3d``) up to about 100³, and its backward is slow above that too,
+    while 2-D convolutions of a batch take oneDNN's. Measured forward and backward, 2 channels in and 1 out,
+    one AMD EPYC thread: 29 → 11 ms at 48³, 343 → 158 ms at 96³, 698 → 462 ms at 128³. Without a gradient
+    (prediction) ``conv3d`` takes oneDNN from about 100³ on, where it was the faster and the leaner (128³:
+    107 against 125 ms; 192³: 0.51 against 0.62 GiB over its inputs), so T uses the slices only where autograd
+    records. CUDA runs ``conv3d`` (cuDNN).
     """
     padded = F.pad(inputs, (1,) * 6, mode="replicate")
     if not by_slices:
@@ -274,11 +277,12 @@ class Head(nn.Module):
     classes and the image's channels, initialised to zero, is added to the (smoothed) reconstruction, in its
     units, before the normalisation: ``logits = γ · (r + conv([r, x])) + β``. Measured with ``vol25d train``'s
     CPU defaults (3 seeds, held-out phantoms, experiments/results/cpu_defaults.md against
-    experiments/results/cpu_defaults_head_image_off/): trained and tested on vol25d's phantoms 0.817 → 0.837
-    at 48³ and 0.806 → 0.855 at 96³, on ``experiments/other_phantoms.py``'s 0.791 → 0.821 and 0.730 → 0.740,
-    on ``experiments/tube_phantoms.py``'s 0.926 → 0.930 and 0.937 → 0.932; across generators +0.015 on
-    average (−0.11 to +0.10); training 25 % longer on the CPU. On GI-tract-like phantoms (three overlapping
-    classes, experiments/results/gi_head.md) the mean Dice over classes went from 0.584 to 0.645 (3 seeds).
+    experiments/results/cpu_defaults_head_image_off/): trained and tested on vol25d's phantoms 0.817 → 0.836
+    at 48³ and 0.806 → 0.850 at 96³, on ``experiments/other_phantoms.py``'s 0.791 → 0.826 and 0.730 → 0.752,
+    on ``experiments/tube_phantoms.py``'s 0.926 → 0.930 and 0.937 → 0.929; across generators +0.020 on
+    average (−0.09 to +0.12); training about 16 % longer on the CPU (389–399 s against 327–351 s, with
+    :func:`conv3x3x3`). On GI-tract-like phantoms (three overlapping classes, experiments/results/gi_head.md)
+    the mean Dice over classes went from 0.584 to 0.645 (3 seeds).
     """
 
     def __init__(self, classes: int, norm: str, activation: str, pool: str = "none", threshold: float = 0.9,
@@ -317,7 +321,8 @@ class Head(nn.Module):
             if image is None:
                 raise ValueError("this head reads the image (head_image=True): call head(volume, image)")
             inputs = torch.cat([pooled, image.to(pooled.dtype)], dim=1)
-            pooled = pooled + conv3x3x3(inputs, self.context.weight, by_slices=inputs.device.type == "cpu")
+            by_slices = inputs.device.type == "cpu" and torch.is_grad_enabled()  # see conv3x3x3
+            pooled = pooled + conv3x3x3(inputs, self.context.weight, by_slices=by_slices)
         if self.norm is not None:
             return self.norm(pooled)
         return pooled * self.scale.view(1, -1, 1, 1, 1) + self.shift.view(1, -1, 1, 1, 1)
