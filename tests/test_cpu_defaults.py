@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from conftest import load_script
 
 cpu_defaults = load_script(Path(__file__).resolve().parents[1] / "experiments" / "cpu_defaults.py", "cpu_defaults")
@@ -37,8 +39,25 @@ def test_every_generator_writes_a_dataset_the_training_reads(tmp_path):
 
 
 def test_view_share_scores_the_trained_model_from_its_views_and_from_the_labels(run, phantoms):
+    import torch
+
+    from vol25d.data.dataset import load_dataset
+    from vol25d.data.prepare import prepare_cases
+    from vol25d.infer import Predictor
+
     from_u, from_label = cpu_defaults.view_share(run / "path2.pt", phantoms)
     assert 0.0 <= from_u <= 1.0 and 0.0 <= from_label <= 1.0
+    # From U's views is the model's own prediction on the preprocessed grid, case by case.
+    predictor = Predictor.load(run / "path2.pt", "cpu")
+    data = load_dataset(phantoms)
+    prepared, _, _ = prepare_cases(data, data.cases, [], config=predictor.preprocess)
+    dice = []
+    with torch.no_grad():
+        for case in prepared:
+            found, label = predictor.model.eval()(case.image[None].float())[0] >= 0.5, case.label.bool()
+            total = int(found.sum() + label.sum())
+            dice.append(2 * int((found & label).sum()) / total if total else 1.0)
+    assert from_u == pytest.approx(sum(dice) / len(dice), abs=1e-6)
     lines = cpu_defaults.share_tables([(0, "vol25d", 24, from_u, from_label), (1, "vol25d", 24, 0.5, 0.7)])
     assert f"| 0 | vol25d | 24³ | {from_u:.3f} | {from_label:.3f} |" in lines
     mean_u, mean_label = (from_u + 0.5) / 2, (from_label + 0.7) / 2
