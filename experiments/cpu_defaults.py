@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import write_results  # noqa: E402
 from diagnose import TEST_SEED, TRAIN_SEED  # noqa: E402  the data seeds of diagnose.py's sets
 
+from vol25d import metrics  # noqa: E402
 from vol25d.data.dataset import load_dataset  # noqa: E402
 from vol25d.data.prepare import prepare_cases  # noqa: E402
 from vol25d.geometry import default_detector  # noqa: E402
@@ -114,9 +115,7 @@ def view_share(checkpoint: Path, test: Path) -> tuple[float, float]:
         perfect = mip(label[None].float(), model.angles, default_detector(*image.shape[-2:]))
         for name, views in (("U", probabilities), ("label", perfect)):
             found = model.segment_from_views(views, image, image_views)[0] >= 0.5
-            overlap = (found & label).flatten(1).sum(1).double()
-            total = (found.flatten(1).sum(1) + label.flatten(1).sum(1)).double()
-            scores[name] += torch.where(total > 0, 2 * overlap / total.clamp(min=1), 1.0).tolist()
+            scores[name] += [metrics.dice(found[k].numpy(), label[k].numpy()) for k in range(label.shape[0])]
     return float(np.mean(scores["U"])), float(np.mean(scores["label"]))
 
 

@@ -41,6 +41,7 @@ def test_every_generator_writes_a_dataset_the_training_reads(tmp_path):
 def test_view_share_scores_the_trained_model_from_its_views_and_from_the_labels(run, phantoms):
     import torch
 
+    from vol25d import metrics
     from vol25d.data.dataset import load_dataset
     from vol25d.data.prepare import prepare_cases
     from vol25d.infer import Predictor
@@ -54,9 +55,8 @@ def test_view_share_scores_the_trained_model_from_its_views_and_from_the_labels(
     dice = []
     with torch.no_grad():
         for case in prepared:
-            found, label = predictor.model.eval()(case.image[None].float())[0] >= 0.5, case.label.bool()
-            total = int(found.sum() + label.sum())
-            dice.append(2 * int((found & label).sum()) / total if total else 1.0)
+            found = predictor.model.eval()(case.image[None].float())[0, 0] >= 0.5
+            dice.append(metrics.dice(found.numpy(), case.label[0].bool().numpy()))
     assert from_u == pytest.approx(sum(dice) / len(dice), abs=1e-6)
     lines = cpu_defaults.share_tables([(0, "vol25d", 24, from_u, from_label), (1, "vol25d", 24, 0.5, 0.7)])
     assert f"| 0 | vol25d | 24³ | {from_u:.3f} | {from_label:.3f} |" in lines
