@@ -294,7 +294,7 @@ class Head(nn.Module):
             self.smooth = nn.Conv3d(classes, classes, 3, padding=1, groups=classes, bias=False, padding_mode="replicate")
             nn.init.constant_(self.smooth.weight, 1 / 27)
         self.context = None
-        if image_channels:
+        if image_channels:  # the module holds the weight (key head.context.weight); logits runs it via conv3x3x3
             self.context = nn.Conv3d(classes + image_channels, classes, 3, padding=1, bias=False,
                                      padding_mode="replicate")
             nn.init.zeros_(self.context.weight)
