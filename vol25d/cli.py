@@ -347,7 +347,7 @@ def _add_train(commands, parents: list[argparse.ArgumentParser]) -> None:
                    "measured from its memory — full resolution when a step fits; on the CPU 128³)")
     p.add_argument("--epochs", type=int,  # train.DEFAULT_EPOCHS, unimported (torch loads only when a command runs)
                    help="passes over the training cases (default: on the CPU 20 for path 1 and 5 "
-                   "for path 2, about seven minutes for 12 volumes of 48³ on two cores; 100 on a GPU)")
+                   "for path 2, about six and a half minutes for 12 volumes of 48³ on two cores; 100 on a GPU)")
     p.add_argument("--steps-per-case", type=int, help="optimiser steps per training case per epoch (default 12)")
     p.add_argument("--lr", type=float, help="peak learning rate of U (default 3e-3, 3e-4 when fine-tuning with "
                    "--init in path 1; F and T learn at small_lr_factor × it in path 1, default 10)")

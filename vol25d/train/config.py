@@ -19,8 +19,8 @@ FINE_TUNE_MODEL_SETTINGS = ("directions", "views")
 # cases of a new scanner adjusts the trained weights rather than starting over from them.
 FINE_TUNE_LR = 3e-4
 # Epochs of path 1 and path 2 when TrainConfig.epochs is None, by the device the path trains on. On the CPU,
-# what trains 12 phantoms of 48³ (both paths) in about seven minutes on two cores, where more epochs were measured
-# to add little (experiments/results/cpu_defaults.md); on a GPU, the long schedule.
+# what trains 12 phantoms of 48³ (both paths) in about six and a half minutes on two cores (389–399 s), where more
+# epochs were measured to add little (experiments/results/cpu_defaults.md); on a GPU, the long schedule.
 DEFAULT_EPOCHS = {"cpu": {1: 20, 2: 5}, "cuda": {1: 100, 2: 100}}
 
 
