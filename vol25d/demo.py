@@ -23,7 +23,7 @@ __all__ = ["DemoSettings", "run_demo"]
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo: ``cpu()`` is ``vol25d train``'s defaults on 12 phantoms of 48³ (about 6½ minutes on
+    """Sizes of the demo: ``cpu()`` is ``vol25d train``'s defaults on 12 phantoms of 48³ (about 6 minutes on
     2 CPU cores), ``gpu()`` a larger run.
 
     ``path1_epochs``/``path2_epochs`` ``None``: training's default for the device
