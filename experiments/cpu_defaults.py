@@ -197,25 +197,26 @@ def summary(rows: list[tuple]) -> list[str]:
     return lines
 
 
-def read_rows(path: Path) -> list[tuple]:
+def _table_rows(path: Path, columns: int) -> list[list[str]]:
+    """The cells of every Markdown table row in ``path`` with ``columns`` cells whose first is a seed."""
     rows = []
     for line in path.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 9 and cells[0].isdigit():
-            rows.append((int(cells[0]), cells[1], cells[2], int(cells[3].rstrip("³")), float(cells[4]), float(cells[5]),
-                         int(cells[6]), int(cells[7]), float(cells[8])))
+        if len(cells) == columns and cells[0].isdigit():
+            rows.append(cells)
     return rows
+
+
+def read_rows(path: Path) -> list[tuple]:
+    return [(int(c[0]), c[1], c[2], int(c[3].rstrip("³")), float(c[4]), float(c[5]), int(c[6]), int(c[7]), float(c[8]))
+            for c in _table_rows(path, 9)]
 
 
 def read_shares(path: Path) -> list[tuple]:
     """The per-seed rows of :func:`share_tables` in a results file: ``(seed, source, size, from U, from the
     label)``."""
-    rows = []
-    for line in path.read_text().splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and cells[0].isdigit() and cells[2].endswith("³"):
-            rows.append((int(cells[0]), cells[1], int(cells[2].rstrip("³")), float(cells[3]), float(cells[4])))
-    return rows
+    return [(int(c[0]), c[1], int(c[2].rstrip("³")), float(c[3]), float(c[4]))
+            for c in _table_rows(path, 5) if c[2].endswith("³")]
 
 
 def main(argv=None) -> int:
