@@ -38,26 +38,36 @@ def test_a_deadline_stops_after_an_epoch_and_resume_finishes_the_path(phantoms, 
 
 
 def test_train_both_paths_resumes_the_path_in_progress_then_starts_path_2(phantoms, tmp_path):
-    path1, path2 = cpu(1, epochs=2, seed=4), cpu(2, epochs=1, seed=4)
+    path1, path2 = cpu(1, epochs=2, seed=4), cpu(2, epochs=2, seed=4)
     past = time.time() - 1
-    nothing = train_both_paths(phantoms, tmp_path, path1, path2, model_config=MODEL, deadline=past, quiet=True)
+
+    def call(**kwargs):
+        return train_both_paths(phantoms, tmp_path, path1, path2, model_config=MODEL, quiet=True, **kwargs)
+
+    nothing = call(deadline=past)
     assert (nothing.path1, nothing.path2, nothing.trained, nothing.done) == (None, None, False, False)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # past the deadline, nothing starts
 
-    first = train_both_paths(phantoms, tmp_path, path1, path2, model_config=MODEL, deadline=past, start_anyway=True,
-                             quiet=True)
+    first = call(deadline=past, start_anyway=True)  # one epoch, then out of time
     assert first.trained and first.path1.out_of_time and first.path1.epochs == 1 and first.path2 is None
-    assert not (tmp_path / "path2_last.pt").exists()
     epoch_1 = (tmp_path / "path1_metrics.csv").read_text().splitlines()[1]
 
-    second = train_both_paths(phantoms, tmp_path, path1, path2, model_config=MODEL, quiet=True)
-    assert second.done and second.path1.epochs == 2 and second.path2.epochs == 1
+    second = call(deadline=past, start_anyway=True)  # path 1 resumes and ends; path 2 does not start past the deadline
+    assert second.path1.epochs == 2 and not second.path1.out_of_time and second.path2 is None
     lines = (tmp_path / "path1_metrics.csv").read_text().splitlines()
     assert lines[1] == epoch_1 and epochs_in(tmp_path / "path1_metrics.csv") == [1, 2]  # continued, not restarted
+    assert not (tmp_path / "path2_last.pt").exists()
+
+    third = call(deadline=past, start_anyway=True)  # path 1 is skipped, path 2 starts and stops for time
+    assert third.path1.epochs == 2 and third.path2.out_of_time and third.path2.epochs == 1 and not third.done
+    assert epochs_in(tmp_path / "path1_metrics.csv") == [1, 2] and epochs_in(tmp_path / "path2_metrics.csv") == [1]
+
+    fourth = call()  # path 2 resumes (from path1.pt's preprocessing) and ends
+    assert fourth.done and fourth.path2.epochs == 2 and epochs_in(tmp_path / "path2_metrics.csv") == [1, 2]
     assert Checkpoint.load(tmp_path / "path2.pt").unet_frozen
     before = torch.load(tmp_path / "path2_last.pt", weights_only=True)["state_dict"]
 
-    again = train_both_paths(phantoms, tmp_path, path1, path2, model_config=MODEL, quiet=True)
+    again = call()
     assert again.done and not again.trained  # both finished: nothing trains
     after = torch.load(tmp_path / "path2_last.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before)
