@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -108,13 +109,30 @@ def _outputs(notebook) -> tuple[str, list]:
 def test_train_notebook_writes_a_model_folder_the_inference_notebook_submits_with(competition, tmp_path, monkeypatch):
     kernel = _kernel_of_this_interpreter(tmp_path, monkeypatch)
     out, scratch = tmp_path / "working", tmp_path / "scratch"
-    trained = _execute(TRAIN, {"DATA_DIR": str(competition), "OUT_DIR": str(out), "SCRATCH_DIR": str(scratch),
-                               "SMOKE": True}, tmp_path, kernel)
+    settings = {"DATA_DIR": str(competition), "OUT_DIR": str(out), "SCRATCH_DIR": str(scratch), "SMOKE": True}
+    model = out / "vol25d-gi-tract-model"
 
+    # A time limit already past: the run trains one epoch of path 1 (MIP), stops cleanly, and leaves a model folder.
+    stopped = _execute(TRAIN, {**settings, "TIME_LIMIT_H": 0.0}, tmp_path, kernel)
+    text, figures = _outputs(stopped)
+    assert "stopped for time (0.0 h)" in text and "path1: stopped for time after epoch 1/2" in text and not figures
+    assert {p.name for p in (out / "runs").iterdir()} == {"mip"}
+    assert not (out / "runs" / "mip" / "path2_last.pt").exists()
+    interim = json.loads((model / "validation.json").read_text())
+    assert interim["final"] is False and (interim["projection"], interim["checkpoint"], interim["epoch"]) == (
+        "mip", "path1.pt", 1)
+    assert {p.name for p in model.iterdir()} == {"model.pt", "config.yaml", "path1_metrics.csv", "validation.json",
+                                                 "dataset-metadata.json"}
+    epoch_1 = (out / "runs" / "mip" / "path1_metrics.csv").read_text().splitlines()[1]
+
+    # Run again without a limit: path 1 resumes at epoch 2 (epoch 1's row kept), then everything completes.
+    trained = _execute(TRAIN, {**settings, "TIME_LIMIT_H": None}, tmp_path, kernel)
     text, figures = _outputs(trained)
+    assert "path1: resuming" in text
+    lines = (out / "runs" / "mip" / "path1_metrics.csv").read_text().splitlines()
+    assert lines[1] == epoch_1 and [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
     assert "the model folder gets projection=" in text
     assert len(figures) == 2  # the views the model sees; validation slices with truth and prediction
-    model = out / "vol25d-gi-tract-model"
     assert {p.name for p in model.iterdir()} == {"model.pt", "config.yaml", "path1_metrics.csv", "path2_metrics.csv",
                                                  "validation.json", "dataset-metadata.json"}
     assert {p.name for p in out.iterdir()} == {"vol25d-gi-tract-model", "runs"}  # no converted data, no leftovers
@@ -126,13 +144,19 @@ def test_train_notebook_writes_a_model_folder_the_inference_notebook_submits_wit
     assert held_out and trained_on and not held_out & trained_on and held_out | trained_on == set(days.values())
     assert sorted(validation["validation_case_days"]) == sorted(d for d, case in days.items() if case in held_out)
     assert set(validation["scores"]) == {"mip", "sum"} and validation["projection"] in {"mip", "sum"}
-    assert all(0.0 <= s["score"] <= 1.0 for s in validation["scores"].values())
+    assert all(0.0 <= s["score"] <= 1.0 for s in validation["scores"].values()) and validation["final"] is True
     metadata = json.loads((model / "dataset-metadata.json").read_text())
     assert metadata["id"].endswith("/vol25d-gi-tract-model") and metadata["licenses"]
 
+    # As Kaggle's "New Dataset from output" attaches it: the model folder one folder down in the input folder. And
+    # one test PNG truncated: its case-day gets empty rows and a warning, the submission stays complete.
+    attached = tmp_path / "input" / "vol25d-gi-tract-model"
+    shutil.copytree(model, attached / model.name)
+    broken = sorted((competition / "test" / "case5" / "case5_day1" / "scans").glob("*.png"))[3]
+    broken.write_bytes(broken.read_bytes()[:100])
     submission_dir = tmp_path / "submission"
-    inferred = _execute(INFER, {"DATA_DIR": str(competition), "MODEL_DIR": str(model), "OUT_DIR": str(submission_dir)},
-                        tmp_path, kernel)
+    inferred = _execute(INFER, {"DATA_DIR": str(competition), "MODEL_DIR": str(attached),
+                                "OUT_DIR": str(submission_dir)}, tmp_path, kernel)
     with (submission_dir / "submission.csv").open(newline="") as handle:
         reader = csv.reader(handle)
         assert next(reader) == ["id", "class", "predicted"]
@@ -144,8 +168,10 @@ def test_train_notebook_writes_a_model_folder_the_inference_notebook_submits_wit
     for slice_id, _, rle in rows:
         mask = rle_decode(rle, shapes[slice_id], name=slice_id)  # raises if a run leaves the slice
         assert mask.shape == shapes[slice_id]
+    assert all(rle == "" for slice_id, _, rle in rows if slice_id.startswith("case5_day1"))
     text, _ = _outputs(inferred)
     assert f"submitting with projection={validation['projection']!r}" in text
+    assert "case5_day1: cannot be read (" in text and "its 8 slices get empty predictions" in text
     assert "16 test slices of 2 case-days" in text
     assert {p.name for p in submission_dir.iterdir()} == {"submission.csv"}
 

@@ -346,3 +346,53 @@ def test_submission_rows_for_test_set(competition, tmp_path):
                                          r"expected \(40, 32, 6, 3\)"):
         submission_rows_for_test_set(src, lambda image: np.zeros((32, 40, 6, 3), bool))
     assert submission_rows_for_test_set(tmp_path / "nowhere", segment) == []
+
+
+def test_an_unreadable_test_case_day_gets_empty_rows_and_one_warning(competition, tmp_path, caplog):
+    from vol25d.data.gitract import submission_rows_for_test_set
+
+    src, _, _ = competition
+    bad = src / "test" / "case4" / "case4_day1" / "scans"
+    bad.mkdir(parents=True)
+    for number in (1, 2, 3):
+        _write_png(bad / f"slice_{number:04d}_40_32_1.50_1.50.png", np.full((32, 40), 100 * number, np.uint16))
+    truncated = bad / "slice_0002_40_32_1.50_1.50.png"
+    truncated.write_bytes(truncated.read_bytes()[:60])  # a PNG cut off after its header
+    (bad / "slice_0004_40_32_1.50_1.50.png").write_bytes(b"not a png at all")
+    (src / "sample_submission.csv").write_text("id,class,predicted\ncase9_day0_slice_0001,stomach,\n")
+
+    with caplog.at_level("WARNING", logger="vol25d.data.gitract.submission"):
+        rows = submission_rows_for_test_set(src, lambda image: np.ones((*image.shape, 3), bool))
+    bad_ids = [f"case4_day1_slice_{n:04d}" for n in (1, 2, 3, 4)]
+    good_ids = [f"case3_day2_slice_{n:04d}" for n in range(1, 7)]
+    assert [(r[0], r[1]) for r in rows] == [(i, name) for i in good_ids + bad_ids for name in CLASSES] + [
+        ("case9_day0_slice_0001", "stomach")]
+    assert all(rle for slice_id, _, rle in rows if slice_id.startswith("case3_day2"))  # the good case-day segmented
+    assert all(rle == "" for slice_id, _, rle in rows if not slice_id.startswith("case3_day2"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("case4_day1: cannot be read (") and "is not a readable PNG" in warnings[0]
+    assert "its 4 slices get empty predictions" in warnings[0]
+    assert "1 rows of" in warnings[1] and "sample_submission.csv" in warnings[1]
+
+
+def test_convert_leaves_out_the_mislabelled_case_days(competition, tmp_path, caplog):
+    import shutil
+
+    from vol25d.data.gitract import MISLABELLED_CASE_DAYS
+
+    assert MISLABELLED_CASE_DAYS == ("case7_day0", "case81_day30")
+    src, _, _ = competition
+    shutil.copytree(src / "train" / "case2" / "case2_day1", src / "train" / "case7" / "case7_day0")
+    with (src / "train.csv").open("a", newline="") as handle:
+        csv.writer(handle).writerow(("case7_day0_slice_0001", "stomach", "1 5"))
+    with caplog.at_level("INFO", logger="vol25d.data.gitract.convert"):
+        out = convert_gitract(src, tmp_path / "msd")
+    meta = json.loads((out / "dataset.json").read_text())
+    assert "case7_day0" not in meta["case_groups"] and meta["numTraining"] == 3
+    assert not (out / "imagesTr" / "case7_day0_0000.nii.gz").exists() and "case7_day0" not in load_slice_index(out)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "left out of training: case7_day0 (known wrong masks)" in messages
+    assert not any("have no slice PNG" in m for m in messages)  # its train.csv rows are not "unmatched"
+    kept = convert_gitract(src, tmp_path / "all", exclude=())
+    assert "case7_day0" in json.loads((kept / "dataset.json").read_text())["case_groups"]

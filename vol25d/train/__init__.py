@@ -17,12 +17,14 @@ and writes the run folder, whose files are the same as a single process writes.
 
 Modules: :mod:`~vol25d.train.config` (settings), :mod:`~vol25d.train.objective` (loss, schedule),
 :mod:`~vol25d.train.start` (where a path's model starts), :mod:`~vol25d.train.paths` (the two paths),
-:mod:`~vol25d.train.loop` (the loop).
+:mod:`~vol25d.train.loop` (the loop), :mod:`~vol25d.train.session` (both paths under a time limit, resumed
+when called again).
 """
 
 from vol25d.train.config import DEFAULT_EPOCHS, FINE_TUNE_LR, FINE_TUNE_MODEL_SETTINGS, TrainConfig, TrainResult
 from vol25d.train.loop import fit, train
 from vol25d.train.objective import Objective, lr_schedule, warmup_cosine
+from vol25d.train.session import BothPaths, train_both_paths
 
-__all__ = ["TrainConfig", "TrainResult", "train", "fit", "Objective", "lr_schedule", "warmup_cosine", "DEFAULT_EPOCHS",
-           "FINE_TUNE_LR", "FINE_TUNE_MODEL_SETTINGS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "fit", "train_both_paths", "BothPaths", "Objective", "lr_schedule",
+           "warmup_cosine", "DEFAULT_EPOCHS", "FINE_TUNE_LR", "FINE_TUNE_MODEL_SETTINGS"]

@@ -113,7 +113,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a training path produced."""
+    """What a training path produced: ``epochs`` is the last epoch done (``config.epochs`` unless it stopped
+    for time: then ``out_of_time`` is true and ``resume`` continues it)."""
 
     checkpoint: Path
     last_checkpoint: Path
@@ -121,3 +122,4 @@ class TrainResult:
     best_dice: float
     best_epoch: int
     seconds: float
+    out_of_time: bool = False

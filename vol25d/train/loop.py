@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def train(
     init: str | Path | None = None,
     resume: bool = False,
     quiet: bool = False,
+    deadline: float | None = None,
+    on_best: Callable[[Path, int, float], None] | None = None,
 ) -> TrainResult:
     """Train one path on an MSD-layout dataset and write its files into the run folder ``out_dir``.
 
@@ -65,6 +68,12 @@ def train(
             defaults to :data:`~vol25d.train.FINE_TUNE_LR`).
         resume: continue from ``out_dir/pathN_last.pt`` (model, optimiser, scheduler, epoch, RNG states).
         quiet: no progress bar.
+        deadline: a wall-clock time (:func:`time.time`) to stop by: after an epoch, when the next one would end
+            past it (taking as long as the longest epoch so far), the path stops with its checkpoints written
+            and ``resume`` continues it; the result says ``out_of_time``. At least one epoch runs. ``None``:
+            no limit.
+        on_best: called on rank 0 as ``on_best(pathN.pt, epoch, best score)`` right after an epoch that
+            improved the best checkpoint has written it.
 
     Under ``torchrun`` each process trains on its share of the cases and DDP averages the gradients (one
     volume per process per step; the learning rate is not scaled); each process draws its own directions and
@@ -80,7 +89,7 @@ def train(
         start_time = time.perf_counter()
         info, stage, resumed = _set_up(data_dir, out_dir, config, device, model_config, preprocess_options, init,
                                        resume)
-        result = fit(stage, config, info, resumed, quiet, start_time)
+        result = fit(stage, config, info, resumed, quiet, start_time, deadline=deadline, on_best=on_best)
         # Every process is done before the group goes. Without this wait a rank that left while rank 0 was still
         # closing its run folder sometimes aborted at exit ("terminate called without an active exception": 2 of
         # about 20 torchrun tests on 2 busy cores; none of 24 with it).
@@ -132,10 +141,11 @@ def _set_up(data_dir, out_dir, config: TrainConfig, device, model_config, prepro
 
 
 def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | None = None, quiet: bool = False,
-        start_time: float | None = None) -> TrainResult:
+        start_time: float | None = None, *, deadline: float | None = None,
+        on_best: Callable[[Path, int, float], None] | None = None) -> TrainResult:
     """Run ``stage`` for ``config.epochs`` epochs (from ``resumed``'s, if given): AdamW with the warm-up and
     cosine schedule, one optimiser step per volume per process, validation, metrics, TensorBoard and the two
-    checkpoints after every epoch on rank 0."""
+    checkpoints after every epoch on rank 0. ``deadline`` and ``on_best`` as in :func:`train`."""
     start_time = time.perf_counter() if start_time is None else start_time
     cases, path, main = info.cases, config.path, info.cases.rank == 0
     optimizer = torch.optim.AdamW(stage.parameter_groups, lr=config.lr, weight_decay=config.weight_decay)
@@ -146,6 +156,7 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
     net = stage.net
     if cases.world > 1:  # copies rank 0's weights to every process, then averages the gradients at every backward
         net = DistributedDataParallel(net, device_ids=[cases.device.index] if cases.device.type == "cuda" else None)
+    done, out_of_time, longest = start_epoch, False, 0.0
     for epoch in range(start_epoch + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
         train_loss = _epoch(stage, net, optimizer, scheduler, shuffle, f"path{path} epoch {epoch}/{config.epochs}",
@@ -159,12 +170,21 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
             recorder.epoch(epoch, train_loss, val_dice, scheduler.get_last_lr()[-1], time.perf_counter() - epoch_start)
             _save(stage, config, info, epoch, best, Resume(optimizer.state_dict(), scheduler.state_dict(), rng,
                                                            cases.world))
+            if on_best is not None and best[1] == epoch:
+                on_best(info.run.best(path), epoch, best[0])
         distributed.barrier()  # the others wait while rank 0 validates and writes
+        done, longest = epoch, max(longest, time.perf_counter() - epoch_start)
+        if deadline is not None and epoch < config.epochs and distributed.broadcast(time.time() + longest > deadline):
+            out_of_time = True
+            if main:
+                log.info("path%d: stopped for time after epoch %d/%d (the next would end past the deadline); "
+                         "resume continues it", path, epoch, config.epochs)
+            break
     best = distributed.broadcast(best)
     seconds = time.perf_counter() - start_time
     if main:
         recorder.close(best, seconds)
-    return TrainResult(info.run.best(path), info.run.last(path), config.epochs, best[0], best[1], seconds)
+    return TrainResult(info.run.best(path), info.run.last(path), done, best[0], best[1], seconds, out_of_time)
 
 
 def _epoch(stage: Stage, net, optimizer, scheduler, shuffle: torch.Generator, description: str, silent: bool,

@@ -21,12 +21,14 @@ The competition's folder::
 The package, one concern a module: :mod:`~vol25d.data.gitract.rle` (the masks' run-length code),
 :mod:`~vol25d.data.gitract.reading` (slices, case-days, ``train.csv``, patients),
 :mod:`~vol25d.data.gitract.convert` (``vol25d convert-gitract``), :mod:`~vol25d.data.gitract.submission`
-(``submission.csv``) and :mod:`~vol25d.data.gitract.score` (the competition's score).
+(``submission.csv``), :mod:`~vol25d.data.gitract.score` (the competition's score) and
+:mod:`~vol25d.data.gitract.kaggle` (the Kaggle notebooks' input and model folders).
 """
 
 from vol25d.data.gitract.convert import convert_gitract, load_slice_index
 from vol25d.data.gitract.reading import (
     CLASSES,
+    MISLABELLED_CASE_DAYS,
     SLICE_THICKNESS_MM,
     SliceFile,
     gitract_affine,
@@ -37,6 +39,13 @@ from vol25d.data.gitract.reading import (
     read_gitract_case,
     read_gitract_test_case,
     read_train_csv,
+)
+from vol25d.data.gitract.kaggle import (
+    find_input_file,
+    keep_best_model,
+    read_model_record,
+    restore_previous_output,
+    write_model_folder,
 )
 from vol25d.data.gitract.rle import rle_decode, rle_encode
 from vol25d.data.gitract.score import (
@@ -51,16 +60,19 @@ from vol25d.data.gitract.submission import submission_rows, submission_rows_for_
 
 __all__ = [
     "CLASSES",
+    "MISLABELLED_CASE_DAYS",
     "GI_TRACT_DICE_WEIGHT",
     "GI_TRACT_HAUSDORFF_WEIGHT",
     "SLICE_THICKNESS_MM",
     "SliceFile",
     "convert_gitract",
+    "find_input_file",
     "gi_tract_hausdorff",
     "gi_tract_score",
     "gi_tract_score_cases",
     "gi_tract_slice_dice",
     "gitract_affine",
+    "keep_best_model",
     "list_case_slices",
     "list_test_slices",
     "load_slice_index",
@@ -68,10 +80,13 @@ __all__ = [
     "patient_of",
     "read_gitract_case",
     "read_gitract_test_case",
+    "read_model_record",
     "read_train_csv",
+    "restore_previous_output",
     "rle_decode",
     "rle_encode",
     "submission_rows",
     "submission_rows_for_test_set",
+    "write_model_folder",
     "write_submission",
 ]

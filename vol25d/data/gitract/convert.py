@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from vol25d.data.gitract.reading import (
     CLASSES,
+    MISLABELLED_CASE_DAYS,
     SliceFile,
     _case_day_dirs,
     list_case_slices,
@@ -44,7 +45,8 @@ def _write_json(data: dict, path: Path) -> None:
         temporary.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def convert_gitract(src: str | os.PathLike, out: str | os.PathLike) -> Path:
+def convert_gitract(src: str | os.PathLike, out: str | os.PathLike,
+                    exclude: Iterable[str] = MISLABELLED_CASE_DAYS) -> Path:
     """Convert the competition folder to the MSD layout vol25d trains on.
 
     Writes ``out/imagesTr/<case_day>_0000.nii.gz`` (the PNG values in their integer type, uint16),
@@ -59,6 +61,8 @@ def convert_gitract(src: str | os.PathLike, out: str | os.PathLike) -> Path:
     Args:
         src: holds ``train.csv`` and ``train/`` (and optionally ``test/``).
         out: the dataset folder to create or update.
+        exclude: training case-days to leave out (not converted, not in ``dataset.json`` or ``slices.json``);
+            by default :data:`~vol25d.data.gitract.reading.MISLABELLED_CASE_DAYS`, whose masks are wrong.
 
     Returns:
         ``out`` as a Path.
@@ -69,7 +73,12 @@ def convert_gitract(src: str | os.PathLike, out: str | os.PathLike) -> Path:
     rles = read_train_csv(src / "train.csv")
     index: dict[str, dict] = {}
     seen_ids: set[str] = set()
-    train_days = _case_day_dirs(src / "train")
+    excluded = set(exclude)
+    every_day = _case_day_dirs(src / "train")
+    train_days = [day for day in every_day if day.name not in excluded]
+    skipped = sorted(excluded & {day.name for day in every_day})
+    if skipped:
+        log.info("left out of training: %s (known wrong masks)", ", ".join(skipped))
     for case_day_dir in train_days:
         image, label = read_gitract_case(case_day_dir, rles)
         write_volume(image, out / "imagesTr" / f"{case_day_dir.name}_0000.nii.gz")
@@ -77,7 +86,7 @@ def convert_gitract(src: str | os.PathLike, out: str | os.PathLike) -> Path:
         slices = list_case_slices(case_day_dir)
         seen_ids.update(s.id for s in slices)
         index[case_day_dir.name] = _index_entry("train", case_day_dir, slices)
-    unmatched = set(rles) - seen_ids
+    unmatched = {i for i in set(rles) - seen_ids if i.rsplit("_slice_", 1)[0] not in excluded}
     if unmatched:
         log.warning(
             "train.csv: %d ids have no slice PNG under %s (e.g. %s)", len(unmatched), src / "train", min(unmatched)

@@ -22,6 +22,13 @@ CLASSES = ("large_bowel", "small_bowel", "stomach")
 
 SLICE_THICKNESS_MM = 3.0
 
+# Training case-days whose train.csv masks are known to be wrong, which convert_gitract leaves out of training:
+# case7_day0 and case81_day30, reported faulty in the competition's discussions and dropped by the widely copied
+# public training notebooks of the competition (their filter: ``fault1 = 'case7_day0'``, ``fault2 =
+# 'case81_day30'``, then the ids containing either are removed). Training on a wrong mask teaches the model its
+# error, and validating on it scores the model against it.
+MISLABELLED_CASE_DAYS = ("case7_day0", "case81_day30")
+
 
 _SLICE_NAME = re.compile(r"^slice_(\d+)_(\d+)_(\d+)_(\d+(?:\.\d+)?)_(\d+(?:\.\d+)?)\.png$")
 

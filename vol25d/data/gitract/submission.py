@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from vol25d.data.gitract.reading import CLASSES, _case_day_dirs, read_gitract_test_case
+from vol25d.data.gitract.reading import CLASSES, _case_day_dirs, parse_slice_name, read_gitract_test_case
 from vol25d.data.gitract.rle import rle_encode
 
 from vol25d.errors import InputError
@@ -63,16 +63,25 @@ def write_submission(rows: Iterable[tuple[str, str, str]], path: str | os.PathLi
     return path
 
 
+# What reading one case-day's PNGs raises when a file is truncated, garbage or misnamed: InputError from our own
+# checks, OSError / SyntaxError / ValueError from PIL.
+_UNREADABLE = (InputError, OSError, SyntaxError, ValueError)
+
+
 def submission_rows_for_test_set(src: str | os.PathLike, segment) -> list[tuple[str, str, str]]:
-    """Segment every test case-day of the competition folder and return its submission rows.
+    """Segment every test case-day of the competition folder and return its submission rows, one bad case-day
+    never failing the rest.
 
     Each ``src/test/<case>/<case_day>`` is read with :func:`read_gitract_test_case`, passed to ``segment``,
     and its mask encoded with :func:`submission_rows`: one row per slice PNG under ``test/`` and class, the
-    ids taken from the file names, in the order of :func:`list_test_slices`.
+    ids taken from the file names, in the order of :func:`list_test_slices`. A case-day that cannot be read (a
+    truncated or garbage PNG, a misnamed file, mixed sizes) gets empty predictions for every slice PNG whose
+    name parses, and one logged warning naming it and the error. Then every row of ``src/sample_submission.csv``
+    (if present) that no slice gave is added with an empty prediction, so that no listed row is missing.
 
     Args:
         src: the competition folder. ``test/`` may be absent or empty (Kaggle's public run of a code
-            competition notebook): then there are no rows.
+            competition notebook): then the rows are those of ``sample_submission.csv``, if any.
         segment: a function from a case-day image :class:`~vol25d.io.Volume` ``(X, Y, Z)`` to its bool/uint8
             mask ``(X, Y, Z, 3)`` on the same grid, channels :data:`CLASSES`; e.g.
             ``lambda image: predictor.labels(predictor.probabilities([image]))`` with a
@@ -82,11 +91,20 @@ def submission_rows_for_test_set(src: str | os.PathLike, segment) -> list[tuple[
         ``[(id, class, rle), …]`` for :func:`write_submission`.
 
     Raises:
-        InputError: ``segment`` returned a mask of another shape (naming the case-day and both shapes).
+        InputError: ``segment`` returned a mask of another shape (naming the case-day and both shapes), or
+            ``sample_submission.csv`` lacks the ``id`` or ``class`` column.
     """
+    src = Path(src)
     rows: list[tuple[str, str, str]] = []
-    for case_day_dir in _case_day_dirs(Path(src) / "test"):
-        image, slices = read_gitract_test_case(case_day_dir)
+    for case_day_dir in _case_day_dirs(src / "test"):
+        try:
+            image, slices = read_gitract_test_case(case_day_dir)
+        except _UNREADABLE as error:
+            ids = _parsable_slice_ids(case_day_dir)
+            log.warning("%s: cannot be read (%s); its %d slices get empty predictions", case_day_dir.name, error,
+                        len(ids))
+            rows += [(slice_id, name, "") for slice_id in ids for name in CLASSES]
+            continue
         pred = np.asarray(segment(image))
         expected = (*image.shape, len(CLASSES))
         if pred.shape != expected:
@@ -96,4 +114,34 @@ def submission_rows_for_test_set(src: str | os.PathLike, segment) -> list[tuple[
             )
         rows += submission_rows(case_day_dir.name, pred, [s.number for s in slices])
         log.info("%s: segmented %d test slices", case_day_dir.name, len(slices))
+    missing = _missing_sample_rows(src / "sample_submission.csv", rows)
+    if missing:
+        log.warning("%d rows of %s have no readable slice name under test/ (e.g. %s %s): left empty", len(missing),
+                    src / "sample_submission.csv", *missing[0])
+        rows += [(slice_id, name, "") for slice_id, name in missing]
     return rows
+
+
+def _parsable_slice_ids(case_day_dir: Path) -> list[str]:
+    """The ids of a case-day's slice PNGs whose names parse, in slice-number order (repeats once)."""
+    slices = []
+    for path in (case_day_dir / "scans").glob("*.png"):
+        try:
+            slices.append(parse_slice_name(path, case_day_dir.name))
+        except InputError:
+            continue
+    return list(dict.fromkeys(s.id for s in sorted(slices, key=lambda s: s.number)))
+
+
+def _missing_sample_rows(sample: Path, rows: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """``(id, class)`` pairs ``sample_submission.csv`` lists that ``rows`` lack, in the file's order."""
+    if not sample.is_file():
+        return []
+    with sample.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not {"id", "class"} <= set(reader.fieldnames or ()):
+            raise InputError(f"{sample}: lacks the column(s) id and class; expected the competition's header "
+                             "'id,class,predicted'")
+        listed = [(row["id"], row["class"]) for row in reader]
+    have = {(slice_id, name) for slice_id, name, _ in rows}
+    return [pair for pair in dict.fromkeys(listed) if pair not in have]
