@@ -27,6 +27,7 @@ from vol25d.data.prepare import prepare_cases
 from vol25d.data.preprocess import PreprocessConfig
 from vol25d.device import amp_enabled, resolve_device
 from vol25d.model import ModelConfig
+from vol25d.settings import check_start, model_settings_asked
 from vol25d.train.config import TrainConfig, TrainResult
 from vol25d.train.objective import lr_schedule
 from vol25d.train.paths import Cases, Stage, path1, path2, rank_seed
@@ -71,9 +72,18 @@ def train(
     augmentation. Rank 0 validates, logs and writes the run folder; ``resume`` needs as many processes as
     the run had.
 
+    The rules of where a path starts (:func:`vol25d.settings.check_start`, the settings ``model_config`` asks
+    for being :func:`~vol25d.settings.model_settings_asked`) are checked before anything else, as ``vol25d
+    train`` checks them: path 2 may ask for no model setting, ``init`` keeps its preprocessing and projection.
+
     Returns:
         A :class:`TrainResult` (the same on every process).
+
+    Raises:
+        InputError: a setting these rules refuse, in the same sentence as ``vol25d train``'s.
     """
+    check_start(config.path, init=init, resume=resume, model=model_settings_asked(model_config),
+                preprocess=preprocess_options or ())
     device, created = distributed.setup(resolve_device(config.device))
     try:
         config = config.for_device(device)
