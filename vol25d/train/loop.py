@@ -30,7 +30,7 @@ from vol25d.model import ModelConfig
 from vol25d.settings import check_start, model_settings_asked
 from vol25d.train.config import TrainConfig, TrainResult
 from vol25d.train.objective import lr_schedule
-from vol25d.train.paths import Cases, Stage, path1, path2, rank_seed
+from vol25d.train.paths import Cases, Stage, path1, path1_probe, path2, rank_seed
 from vol25d.train.start import resumed_checkpoint, starting_model
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,8 @@ def _set_up(data_dir, out_dir, config: TrainConfig, device, model_config, prepro
 
     def voxel_cap(shape):  # measured on every process's GPU; rank 0's cap plans them all alike
         cached = math.ceil(len(train_cases) / world) + len(val_cases)
-        cap = plan_voxel_cap(model.config, shape, device, amp, cached, len(train_cases) + len(val_cases),
-                             config.checkpoint_views)
+        cap = plan_voxel_cap(model.config, shape, device, lambda s: path1_probe(model.config, config, s, device, amp),
+                             cached, len(train_cases) + len(val_cases))
         return distributed.broadcast(cap)
 
     train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options,
