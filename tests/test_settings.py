@@ -131,3 +131,18 @@ def test_the_train_help_states_the_librarys_defaults(monkeypatch, capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "in [0, π) (default 65)" in text and "per epoch (default 13)" in text
+
+
+def test_path_2_resumes_from_the_command_line_with_its_init(run, phantoms, tmp_path, capsys):
+    """`--resume` and `--init` exclude each other in path 1 only: path 2 resumes with the checkpoint it started from."""
+    import shutil
+
+    from vol25d.checkpoint import Checkpoint
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert Checkpoint.load(copy / "path2_last.pt").epoch == 1
+    assert main(["-q", "train", "--path", "2", "--data", str(phantoms), "--out", str(copy), "--init",
+                 str(copy / "path1.pt"), "--resume", "--epochs", "2", "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert Checkpoint.load(copy / "path2_last.pt").epoch == 2
+    assert (copy / "path2_metrics.csv").read_text().count("\n") == 3  # the header and both epochs
