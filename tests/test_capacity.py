@@ -14,6 +14,10 @@ from vol25d.data.preprocess import DEFAULT_MAX_VOXELS, PreprocessConfig
 from vol25d.geometry import default_detector
 from vol25d.errors import InputError
 from vol25d.model import ModelConfig
+from vol25d.train import TrainConfig
+from vol25d.train.paths import path1_probe
+
+NOT_RUN = lambda shape: 1 / 0  # noqa: E731 — a step the CPU's cap never measures
 
 
 def linear_memory(per_voxel=100.0, fixed=1e6):
@@ -54,16 +58,45 @@ def test_nothing_fits_is_a_memory_error():
 
 
 def test_the_measured_step_runs_on_the_cpu():
-    loss = capacity.path1_step(ModelConfig(**TINY_MODEL), (10, 12, 12), torch.device("cpu"), amp=False)
+    loss = path1_probe(ModelConfig(**TINY_MODEL), TrainConfig(amp=False), (10, 12, 12), torch.device("cpu"), amp=False)
     assert math.isfinite(loss) and loss > 0
+
+
+@pytest.mark.parametrize("augmenting", [True, False])
+def test_the_measured_step_is_path_1s_own_with_the_runs_settings(monkeypatch, augmenting):
+    """The step measured is path 1's (vol25d.train.paths.path1) with the run's TrainConfig: it augments when the
+    run does, checkpoints U's activations in chunks of the run's checkpoint_views, and leaves torch's RNG as it was."""
+    import vol25d.model
+    import vol25d.train.paths as paths
+
+    augmented, chunks = [], []
+    real_augment, real_checkpoint = paths.augment, vol25d.model.checkpoint
+    monkeypatch.setattr(paths, "augment", lambda *a, **k: augmented.append(1) or real_augment(*a, **k))
+    monkeypatch.setattr(vol25d.model, "checkpoint", lambda *a, **k: chunks.append(1) or real_checkpoint(*a, **k))
+    config = TrainConfig(amp=False, checkpoint_views=1, augment={"enabled": augmenting})
+    state = torch.get_rng_state()
+    loss = path1_probe(ModelConfig(**TINY_MODEL), config, (10, 12, 12), torch.device("cpu"), amp=False)
+    assert math.isfinite(loss)
+    assert bool(augmented) == augmenting
+    assert len(chunks) == TINY_MODEL["views"]  # one recomputed chunk per view: checkpoint_views=1
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_capacity_loads_without_the_training_stack():
+    """capacity takes the step it measures as an argument, so it does not import vol25d.train (no import cycle)."""
+    import subprocess
+    import sys
+
+    code = "import sys, vol25d.capacity; print('vol25d.train' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_on_the_cpu_the_cap_is_the_default_and_logged_when_it_applies(caplog):
     config = ModelConfig(**TINY_MODEL)
     with caplog.at_level(logging.INFO, logger="vol25d.capacity"):
-        assert capacity.plan_voxel_cap(config, (32, 32, 32), torch.device("cpu"), False) == DEFAULT_MAX_VOXELS
+        assert capacity.plan_voxel_cap(config, (32, 32, 32), torch.device("cpu"), NOT_RUN) == DEFAULT_MAX_VOXELS
         assert not caplog.records
-        assert capacity.plan_voxel_cap(config, (150, 512, 512), torch.device("cpu"), False) == DEFAULT_MAX_VOXELS
+        assert capacity.plan_voxel_cap(config, (150, 512, 512), torch.device("cpu"), NOT_RUN) == DEFAULT_MAX_VOXELS
     assert "--max-voxels 0" in caplog.text
 
 
@@ -75,15 +108,17 @@ def test_the_cuda_branch_budgets_free_memory_less_path_2s_cache(monkeypatch, cap
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a test GPU")
     steps = []
 
-    def fake_peak(model_config, shape, device, amp, checkpoint_views):
-        assert checkpoint_views == 2  # measured as training will run it
-        steps.append(capacity.path1_step(model_config, shape, torch.device("cpu"), False, checkpoint_views))
+    def fake_peak(step, shape, device):
+        assert device.type == "cuda"
+        steps.append(step(shape))  # the step planning was given, on the shape it measures
         return 1e4 * math.prod(shape)
+
+    def step(shape):
+        return path1_probe(config, TrainConfig(amp=False, checkpoint_views=2), shape, torch.device("cpu"), False)
 
     monkeypatch.setattr(capacity, "step_peak_bytes", fake_peak)
     with caplog.at_level(logging.INFO, logger="vol25d.capacity"):
-        cap = capacity.plan_voxel_cap(config, (12, 16, 16), torch.device("cuda"), True, cached_cases=3,
-                                      checkpoint_views=2)
+        cap = capacity.plan_voxel_cap(config, (12, 16, 16), torch.device("cuda"), step, cached_cases=3)
     planes = config.out_channels + (config.reconstruction == "image")  # U's views, and the image's for "image"
     cache = 3 * config.directions * planes * 12 * default_detector(16, 16) * 4  # m views of D × S bins, float32
     assert len(steps) == 1 and math.isfinite(steps[0])
@@ -119,7 +154,8 @@ def test_train_max_voxels_flag_is_saved_and_path_2_refuses_it(phantoms, tiny_con
     assert Checkpoint.load(run / "path1.pt").preprocess["max_voxels"] == 0
     assert main(["-q", "train", "--path", "2", "--data", str(phantoms), "--out", str(run), "--init",
                  str(run / "path1.pt"), "--max-voxels", "4096"]) == 1
-    assert "drop --max-voxels" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "drop max_voxels" in error and "--init keeps the preprocessing" in error
     assert not (run / "path2.pt").exists()
 
 
@@ -135,8 +171,29 @@ def test_on_a_gpu_the_cap_is_also_what_host_memory_holds(monkeypatch, caplog):
     config = ModelConfig(**TINY_MODEL)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * 2**30, 80 * 2**30))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a test GPU")
-    monkeypatch.setattr(capacity, "step_peak_bytes", lambda model_config, shape, device, amp, views: 1e3 * math.prod(shape))
+    monkeypatch.setattr(capacity, "step_peak_bytes", lambda step, shape, device: 1e3 * math.prod(shape))
     monkeypatch.setattr(capacity, "available_ram_bytes", lambda: 1e9)
     with caplog.at_level(logging.INFO, logger="vol25d.capacity"):
-        cap = capacity.plan_voxel_cap(config, (100, 200, 200), torch.device("cuda"), True, held_cases=274)
+        cap = capacity.plan_voxel_cap(config, (100, 200, 200), torch.device("cuda"), NOT_RUN, held_cases=274)
     assert cap == int(0.8 * 1e9 / (274 * 5)) and "host memory" in caplog.text
+
+
+def test_training_plans_its_cap_with_its_own_path_1_step(phantoms, tmp_path, monkeypatch):
+    """vol25d.train.train gives planning the step of the run it starts: path 1's, with the run's settings."""
+    import vol25d.train.loop as loop
+    from vol25d.train import train
+
+    probed, losses = [], []
+    real_probe = loop.path1_probe
+    monkeypatch.setattr(loop, "path1_probe", lambda model_config, config, *rest: probed.append(config)
+                        or real_probe(model_config, config, *rest))
+
+    def plan(model_config, shape, device, step, cached_cases, held_cases):
+        losses.append(step((10, 12, 12)))
+        return DEFAULT_MAX_VOXELS
+
+    monkeypatch.setattr(loop, "plan_voxel_cap", plan)
+    config = TrainConfig(device="cpu", amp=False, epochs=1, steps_per_case=1, checkpoint_views=1, seed=3)
+    train(phantoms, tmp_path, config, model_config=ModelConfig(**TINY_MODEL), quiet=True)
+    assert len(losses) == 1 and math.isfinite(losses[0])
+    assert [(c.path, c.checkpoint_views, c.seed, c.augment) for c in probed] == [(1, 1, 3, config.augment)]

@@ -313,7 +313,7 @@ def test_path1_init_fine_tunes_a_trained_model(run, phantoms, tmp_path):
 def test_the_example_config_is_read_as_is_and_lists_every_setting():
     import dataclasses
 
-    from vol25d.cli import _config_file, _config_sections
+    from vol25d.settings import config_sections as _config_sections, read_config_file as _config_file
     from vol25d.data.augment import AugmentConfig
     from vol25d.data.preprocess import PreprocessConfig
     from vol25d.model import ModelConfig

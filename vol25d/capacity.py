@@ -1,8 +1,9 @@
 """How many voxels a whole-volume training step fits on a device: the voxel cap that ``vol25d train`` plans.
 
-On a CUDA GPU the cap comes from a measurement at planning time: one path-1 step (forward, loss, backward,
-AdamW step) of the model on a random volume of the planned median shape, its peak memory read from the
-allocator. Memory grows at most linearly with the voxels (U's views grow with ``D·√(H·W)``, the volume terms
+On a CUDA GPU the cap comes from a measurement at planning time: one path-1 training step of the model on a
+random volume of the planned median shape, as training runs it (:func:`vol25d.train.paths.path1_probe`, which
+training passes in: its augmentation, loss, activation checkpointing and AdamW step), its peak memory read from
+the allocator. Memory grows at most linearly with the voxels (U's views grow with ``D·√(H·W)``, the volume terms
 with ``D·H·W``), so ``voxels × budget / peak`` voxels fit; when the median image itself does not fit, the
 grid is coarsened and the step measured again on it. On a CPU the cap is :data:`DEFAULT_MAX_VOXELS`, which
 keeps a step around a second.
@@ -18,15 +19,12 @@ from typing import Callable
 
 import torch
 
-from vol25d.data.preprocess import DEFAULT_MAX_VOXELS, MIN_SIZE
-from vol25d.device import autocast
-from vol25d.geometry import default_detector, random_directions
-from vol25d.model import ModelConfig, Random25DUNet
-from vol25d.ops import mip
+from vol25d.geometry import default_detector
+from vol25d.settings import DEFAULT_MAX_VOXELS, MIN_SIZE, ModelConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["path1_step", "step_peak_bytes", "fit_voxel_cap", "plan_voxel_cap", "BUDGET_FRACTION"]
+__all__ = ["step_peak_bytes", "fit_voxel_cap", "plan_voxel_cap", "BUDGET_FRACTION"]
 
 # Share of the free device memory a training step may plan to use: the allocator's fragmentation, the CUDA
 # context of libraries loaded later and the other images' sizes need the rest.
@@ -34,38 +32,16 @@ BUDGET_FRACTION = 0.8
 _ATTEMPTS = 6
 
 
-def path1_step(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device, amp: bool = True,
-               checkpoint_views: int = 0) -> float:
-    """Run one path-1 training step of a fresh model on a random ``(1, C, D, H, W)`` volume; its loss.
-
-    The step is the training step of :func:`vol25d.train.train` with its loss (3-D Dice + BCE and the Dice
-    of the views) and its activation checkpointing (``checkpoint_views``), so its memory is training's.
-    """
-    from vol25d.train import Objective, TrainConfig  # the training stack, only when planning
-
-    model = Random25DUNet.from_config(config, checkpoint_views=checkpoint_views).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters())
-    generator = torch.Generator().manual_seed(0)
-    image = torch.rand(1, config.in_channels, *shape_dhw, generator=generator).to(device)
-    label = (torch.rand(1, config.out_channels, *shape_dhw, generator=generator) > 0.95).float().to(device)
-    angles = random_directions(config.directions, config.views, generator).to(device)
-    with autocast(device, amp):
-        output, views = model(image, angles, return_views=True)
-    loss = Objective(TrainConfig())(output, label, views, mip(label, angles))
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
-
-
-def step_peak_bytes(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device, amp: bool = True,
-                    checkpoint_views: int = 0) -> float:
-    """Peak CUDA memory of :func:`path1_step` above what was allocated before it; ``inf`` when it runs out."""
+def step_peak_bytes(step: Callable[[tuple[int, int, int]], object], shape_dhw: tuple[int, int, int],
+                    device: torch.device) -> float:
+    """Peak CUDA memory of ``step(shape_dhw)`` (one training step on a volume of that shape) above what was
+    allocated before it; ``inf`` when it runs out."""
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     try:
-        path1_step(config, shape_dhw, device, amp, checkpoint_views)
+        step(shape_dhw)
         torch.cuda.synchronize(device)
         return float(torch.cuda.max_memory_allocated(device) - before)
     except torch.cuda.OutOfMemoryError:
@@ -132,15 +108,16 @@ def ram_voxel_cap(config: ModelConfig, held_cases: int, available: float | None)
     return max(MIN_SIZE**3, int(BUDGET_FRACTION * available / (held_cases * per_voxel)))
 
 
-def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device, amp: bool,
-                   cached_cases: int = 0, held_cases: int = 0, checkpoint_views: int = 0) -> int:
+def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device: torch.device,
+                   step: Callable[[tuple[int, int, int]], object], cached_cases: int = 0, held_cases: int = 0) -> int:
     """The voxel cap of training ``config`` on ``device`` for a median image of ``shape_dhw`` voxels.
 
-    CPU: :data:`DEFAULT_MAX_VOXELS`. CUDA: measured with :func:`fit_voxel_cap` in
-    :data:`BUDGET_FRACTION` of the free memory, less path 2's cache of U's views of ``cached_cases``
-    volumes of that shape (``m`` views each, float32; with the image's views for ``reconstruction="image"``),
-    and at most what keeps ``held_cases`` preprocessed cases in host memory (:func:`ram_voxel_cap`); the
-    step checkpoints U's activations as training will (``checkpoint_views``).
+    CPU: :data:`DEFAULT_MAX_VOXELS` (``step`` is not run). CUDA: the memory of ``step(shape)``, one training
+    step on a volume of ``shape`` as training runs it (:func:`vol25d.train.paths.path1_probe`), measured with
+    :func:`fit_voxel_cap` in :data:`BUDGET_FRACTION` of the free memory, less path 2's cache of U's views of
+    ``cached_cases`` volumes of that shape (``m`` views each, float32; with the image's views for
+    ``reconstruction="image"``), and at most what keeps ``held_cases`` preprocessed cases in host memory
+    (:func:`ram_voxel_cap`).
     """
     if device.type != "cuda":
         voxels = math.prod(shape_dhw)
@@ -154,8 +131,7 @@ def plan_voxel_cap(config: ModelConfig, shape_dhw: tuple[int, int, int], device:
     planes = config.out_channels + (1 if config.reconstruction == "image" else 0)
     cache = cached_cases * config.directions * planes * depth * default_detector(height, width) * 4
     budget = BUDGET_FRACTION * free - cache
-    cap, peak, shape = fit_voxel_cap(lambda s: step_peak_bytes(config, s, device, amp, checkpoint_views),
-                                     shape_dhw, budget)
+    cap, peak, shape = fit_voxel_cap(lambda s: step_peak_bytes(step, s, device), shape_dhw, budget)
     full = tuple(shape) == tuple(shape_dhw)
     log.info("%s: a path-1 step of %s voxels peaks at %.2f GiB of %.1f GiB free (%.1f GiB total, %.2f GiB for "
              "path 2's view cache): %s; voxel cap %d", torch.cuda.get_device_name(device),

@@ -11,120 +11,20 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 from vol25d import __version__
 from vol25d.errors import InputError
+from vol25d.settings import (DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MAX_VOXELS, DEFAULT_VIEW_CHUNK, FINE_TUNE_LR,
+                             PROJECTIONS, ModelConfig, TrainConfig, training_settings)
 
 log = logging.getLogger("vol25d")
 
 _RED, _RESET = "\033[31m", "\033[0m"
 
 
-def _config_sections() -> dict[str, dict[str, "dataclasses.Field"]]:
-    """The settings each section of a ``--config`` file may hold: the fields of the dataclass it fills."""
-    import dataclasses
-
-    from vol25d.data.augment import AugmentConfig
-    from vol25d.data.preprocess import PreprocessConfig
-    from vol25d.model import ModelConfig
-    from vol25d.train import TrainConfig
-
-    def names(cls) -> dict[str, dataclasses.Field]:
-        return {f.name: f for f in dataclasses.fields(cls)}
-
-    return {
-        # --path picks the path and augment is its own section; the channels come from the data; the
-        # intensity statistics (and the planned grid) are measured on the training images.
-        section: {k: v for k, v in names(cls).items() if k not in drop}
-        for section, cls, drop in (("train", TrainConfig, {"path", "augment"}),
-                                   ("model", ModelConfig, {"in_channels", "out_channels"}),
-                                   ("preprocess", PreprocessConfig, {"intensity_stats", "planned_shape"}),
-                                   ("augment", AugmentConfig, set()))
-    }
-
-
-def _config_file(path: str | None, run_path: int | None = None) -> dict:
-    """Sections ``train``, ``model``, ``preprocess``, ``augment`` of a YAML config file, each a mapping of
-    known settings (see ``experiments/configs/example.yaml``); or, from a run folder's ``config.yaml``, the
-    settings its path ``run_path`` ran with (:func:`_settings_of_run`)."""
-    sections = _config_sections()
-    if path is None:
-        return {section: {} for section in sections}
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"config file {file} does not exist; pass a YAML file with train/model/preprocess sections")
-    try:
-        values = yaml.safe_load(file.read_text(encoding="utf-8"))  # YAML is UTF-8
-    except yaml.YAMLError as error:
-        raise InputError(f"{file} is not valid YAML ({str(error).splitlines()[0]}); fix the file") from None
-    except (UnicodeDecodeError, OSError) as error:
-        raise InputError(f"{file} cannot be read as a text file ({type(error).__name__}); pass a YAML file") from None
-    values = {} if values is None else values
-    if not isinstance(values, dict):
-        raise InputError(f"{file}: the top level must be a mapping with sections {', '.join(sections)}; got "
-                         f"{type(values).__name__} {str(values)[:40]!r} — see experiments/configs/example.yaml")
-    from vol25d.checkpoint import RunFolder  # --config is read by train only, which loads torch anyway
-
-    if RunFolder.is_record(values):
-        values = _settings_of_run(values, file, run_path, sections)
-    unknown = sorted(map(str, set(values) - set(sections)))
-    if unknown:
-        raise InputError(f"{file}: top-level keys must be among {', '.join(sections)}; got {unknown}")
-    for section, known in sections.items():
-        settings = values.get(section)
-        if settings is None:
-            values[section] = {}
-            continue
-        if not isinstance(settings, dict):
-            raise InputError(f"{file}: section {section!r} must be a mapping of settings; got {type(settings).__name__} "
-                             f"{str(settings)[:40]!r}")
-        bad = sorted(map(str, set(settings) - set(known)))
-        moved = sorted(set(bad) & {"view_chunk", "checkpoint_views"}) if section == "model" else []
-        if moved:
-            raise InputError(f"{file}: {', '.join(moved)} are memory controls of training, not model settings; move "
-                             "them to the train section")
-        if bad:
-            raise InputError(f"{file}: unknown setting(s) {bad} in section {section!r}; known: {', '.join(sorted(known))}")
-        for key, value in settings.items():
-            expected = _expected_type(known[key])
-            if expected and value is not None and not _is_a(value, expected[0]):
-                raise InputError(f"{file}: {section}.{key} must be {expected[1]}; got {value!r}")
-    return values
-
-
-def _settings_of_run(record: dict, file: Path, run_path: int | None, sections: dict) -> dict:
-    """A run folder's ``config.yaml`` → the known settings of the sections ``--config`` reads, as path
-    ``run_path`` ran with them (:meth:`vol25d.checkpoint.RunFolder.settings`), so the same command re-runs it."""
-    from vol25d.checkpoint import RunFolder
-
-    values = RunFolder.settings(record, run_path, file)
-    return {section: {k: v for k, v in values[section].items() if k in sections[section]} for section in sections}
-
-
-def _expected_type(setting) -> tuple[tuple[type, ...], str] | None:
-    """The YAML types a setting (a dataclass field) accepts, and how to say it; ``None``: not checked here.
-
-    A setting whose default is ``None`` ("the device's", "planned") is checked by its annotation's first type
-    (``int | None``: a whole number)."""
-    default = setting.default
-    if default is None:
-        default = {"int": 0, "float": 0.0}.get(str(setting.type).split("|")[0].strip())
-    if isinstance(default, bool):
-        return (bool,), "true or false"
-    if isinstance(default, int):
-        return (int,), "a whole number"
-    if isinstance(default, float):
-        return (int, float), "a number"
-    if isinstance(default, str):
-        return (str,), "a word"
-    if isinstance(default, tuple):
-        return (list, tuple), "a list, e.g. [1, 2]"
-    return None
-
-
-def _is_a(value, types: tuple[type, ...]) -> bool:
-    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+def _cube(voxels: int) -> str:
+    """``128³`` for 2097152 voxels; the number itself when it is no cube."""
+    side = round(voxels ** (1 / 3))
+    return f"{side}³" if side**3 == voxels else str(voxels)
 
 
 def _torchrun_rank() -> int:
@@ -133,55 +33,20 @@ def _torchrun_rank() -> int:
 
 
 def _cmd_train(args) -> int:
-    from vol25d.data.augment import AugmentConfig
-    from vol25d.data.preprocess import PreprocessConfig
-    from vol25d.model import ModelConfig
-    from vol25d.train import FINE_TUNE_LR, TrainConfig, train
+    from vol25d.train import train
 
-    if args.path == 2 and args.init is None:
-        raise InputError("path 2 starts from a path-1 checkpoint: pass --init RUN/path1.pt")
-    if args.init is not None and args.resume:
-        raise InputError("--resume continues RUN/pathN_last.pt and --init starts from another model; pass one of them")
+    settings = training_settings(
+        args.path, config_file=args.config, init=args.init, resume=args.resume,
+        train={key: getattr(args, key) for key in ("epochs", "steps_per_case", "lr", "seed", "device", "amp",
+                                                   "view_chunk", "checkpoint_views") if getattr(args, key) is not None},
+        model={key: getattr(args, key) for key in ("directions", "views", "projection") if getattr(args, key) is not None},
+        preprocess={"max_voxels": args.max_voxels} if args.max_voxels is not None else None)
     if not Path(args.data).is_dir():
         what = "is a file, not a folder" if Path(args.data).exists() else "does not exist"
         raise FileNotFoundError(f"data folder {args.data} {what}; pass a dataset in the MSD layout (vol25d make-phantoms makes one)")
-    file = _config_file(args.config, args.path)
-    if args.path == 2 and (file["model"] or args.directions or args.views or args.projection):
-        raise InputError("path 2 keeps the model settings of its --init checkpoint; drop --directions/--views/--projection")
-    if args.init is not None and (file["preprocess"] or args.projection):
-        raise InputError(f"--init keeps the preprocessing and projection of {args.init}; drop --projection and the "
-                         "config's preprocess section")
-    train_values = dict(file["train"])
-    for key in ("epochs", "steps_per_case", "lr", "seed", "device", "view_chunk", "checkpoint_views"):
-        if getattr(args, key) is not None:
-            train_values[key] = getattr(args, key)
-    if args.amp is not None:
-        train_values["amp"] = args.amp
-    if args.path == 1 and args.init is not None and train_values.get("lr") is None:
-        train_values["lr"] = FINE_TUNE_LR  # a tenth of the default (see vol25d.train.FINE_TUNE_LR)
-    train_values["path"] = args.path
-    source = args.config or "the arguments"
-    try:
-        augment = AugmentConfig(**file["augment"])
-        config = TrainConfig(**{**train_values, "augment": augment})
-        model_values = dict(file["model"])
-        for key in ("directions", "views", "projection"):
-            if getattr(args, key) is not None:
-                model_values[key] = getattr(args, key)
-        model = ModelConfig.from_dict(model_values) if model_values else None
-        PreprocessConfig(**file["preprocess"])  # checked now, not after the images are read
-    except InputError as error:
-        raise InputError(f"{args.config}: {error}" if args.config else str(error)) from None
-    except (TypeError, ValueError) as error:  # the model's and dataclasses' own checks
-        raise InputError(f"bad setting in {source}: {error}") from None
-    preprocess = dict(file["preprocess"])
-    if args.max_voxels is not None:
-        if args.init is not None:
-            raise InputError(f"--init keeps the preprocessing of {args.init}; drop --max-voxels")
-        preprocess["max_voxels"] = args.max_voxels
-    _set_threads(args, config.device)
-    result = train(args.data, args.out, config, model_config=model, preprocess_options=preprocess or None,
-                   init=args.init, resume=args.resume, quiet=args.quiet)
+    _set_threads(args, settings.train.device)
+    result = train(args.data, args.out, settings.train, model_config=settings.model,
+                   preprocess_options=settings.preprocess, init=args.init, resume=args.resume, quiet=args.quiet)
     if _torchrun_rank() == 0:
         print(f"path {args.path}: {result.epochs} epochs in {result.seconds:.0f} s, best validation Dice "
               f"{result.best_dice:.4f} at epoch {result.best_epoch} → {result.checkpoint}{_peak_gpu_memory()}")
@@ -328,7 +193,7 @@ def _add_train(commands, parents: list[argparse.ArgumentParser]) -> None:
                  "on all m views. An epoch is one pass over the training cases with --steps-per-case optimiser "
                  "steps per case. Settings come from the defaults, then --config, then these flags. Path 1 with "
                  "--init CKPT fine-tunes a trained model on new data: its model settings and preprocessing are "
-                 "kept, its channels and classes must match, and --lr defaults to 3e-4 (a tenth).",
+                 f"kept, its channels and classes must match, and --lr defaults to {FINE_TUNE_LR:g} (a tenth).",
                  "vol25d train --path 1 --data DATASET --out RUN && "
                  "vol25d train --path 2 --data DATASET --out RUN --init RUN/path1.pt",
                  parents)
@@ -339,26 +204,35 @@ def _add_train(commands, parents: list[argparse.ArgumentParser]) -> None:
                    "checkpoint to fine-tune")
     p.add_argument("--config", help="YAML file with sections train, model, preprocess, augment "
                    "(experiments/configs/example.yaml lists every setting)")
-    p.add_argument("--directions", type=int, help="m, directions in [0, π) (default 64)")
-    p.add_argument("--views", type=int, help="p, directions drawn per path-1 step (default 8)")
-    p.add_argument("--projection", choices=("mip", "sum"), help="maximum intensity (default) or sum projection")
+    # Every default below is the library's (vol25d.settings), which loads without torch.
+    p.add_argument("--directions", type=int, help=f"m, directions in [0, π) (default {ModelConfig.directions})")
+    p.add_argument("--views", type=int, help=f"p, directions drawn per path-1 step (default {ModelConfig.views})")
+    p.add_argument("--projection", choices=PROJECTIONS,
+                   help=f"maximum intensity (mip) or sum projection (default {ModelConfig.projection})")
     p.add_argument("--max-voxels", type=int, metavar="N",
                    help="path 1: cap on D·H·W per image, coarser spacing above it; 0 = none (default: on a GPU, "
-                   "measured from its memory — full resolution when a step fits; on the CPU 128³)")
-    p.add_argument("--epochs", type=int,  # train.DEFAULT_EPOCHS, unimported (torch loads only when a command runs)
-                   help="passes over the training cases (default: on the CPU 20 for path 1 and 5 "
-                   "for path 2, about six and a half minutes for 12 volumes of 48³ on two cores; 100 on a GPU)")
-    p.add_argument("--steps-per-case", type=int, help="optimiser steps per training case per epoch (default 12)")
-    p.add_argument("--lr", type=float, help="peak learning rate of U (default 3e-3, 3e-4 when fine-tuning with "
-                   "--init in path 1; F and T learn at small_lr_factor × it in path 1, default 10)")
-    p.add_argument("--device", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA (default on)")
-    p.add_argument("--seed", type=int, help="seed of weights, split, order, views and augmentation (default 0)")
+                   f"measured from its memory — full resolution when a step fits; on the CPU {_cube(DEFAULT_MAX_VOXELS)})")
+    cpu, cuda = DEFAULT_EPOCHS["cpu"], DEFAULT_EPOCHS["cuda"]
+    p.add_argument("--epochs", type=int,
+                   help=f"passes over the training cases (default: on the CPU {cpu[1]} for path 1 and {cpu[2]} "
+                   "for path 2, about six and a half minutes for 12 volumes of 48³ on two cores; "
+                   f"{cuda[1] if cuda[1] == cuda[2] else f'{cuda[1]} and {cuda[2]}'} on a GPU)")
+    p.add_argument("--steps-per-case", type=int,
+                   help=f"optimiser steps per training case per epoch (default {TrainConfig.steps_per_case})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate of U (default {DEFAULT_LR:g}, {FINE_TUNE_LR:g} when "
+                   "fine-tuning with --init in path 1; F and T learn at small_lr_factor × it in path 1, default "
+                   f"{TrainConfig.small_lr_factor:g})")
+    p.add_argument("--device", help=f"{TrainConfig.device} (default: CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"bf16 autocast on CUDA (default {'on' if TrainConfig.amp else 'off'})")
+    p.add_argument("--seed", type=int,
+                   help=f"seed of weights, split, order, views and augmentation (default {TrainConfig.seed})")
     p.add_argument("--view-chunk", type=int, metavar="N", help="memory: views pushed through U at once in validation "
-                   "and path 2's view cache (default 16)")
+                   f"and path 2's view cache (default {TrainConfig.view_chunk})")
     p.add_argument("--checkpoint-views", type=int, metavar="N", help="memory, path 1: recompute U's activations in the "
-                   "backward over chunks of N views (default 0: keep them)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/pathN_last.pt")
+                   f"backward over chunks of N views (default {TrainConfig.checkpoint_views}: keep them)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/pathN_last.pt (path 2: with the --init "
+                   "it started from)")
     p.set_defaults(run=_cmd_train)
 
 
@@ -388,8 +262,9 @@ def _add_predict(commands, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--continue", dest="resume", action="store_true",
                    help="skip cases whose outputs all exist (outputs are written atomically: one that exists is whole)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--view-chunk", type=int, default=16, metavar="N",
-                   help="views pushed through U at once (default 16); lower it when the GPU runs out of memory")
+    p.add_argument("--view-chunk", type=int, default=DEFAULT_VIEW_CHUNK, metavar="N",
+                   help=f"views pushed through U at once (default {DEFAULT_VIEW_CHUNK}); lower it when the GPU runs "
+                   "out of memory")
     p.set_defaults(run=_cmd_predict)
 
 

@@ -1,14 +1,12 @@
 """The random 2.5D U-Net: projection M → 2D U-Net U → filtration F → back-projection R → fine-tuning head T.
 
-Imports torch and monai only, so a GPU machine needs nothing else to run it.
+Imports torch and monai (and :mod:`vol25d.settings`, where :class:`ModelConfig` lives), so a GPU machine needs
+nothing else to run it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -19,156 +17,10 @@ from torch.utils.checkpoint import checkpoint
 from vol25d.device import full_precision
 from vol25d.geometry import default_detector, equal_angles
 from vol25d.ops import backproject, backproject_explained, filter_views, mip, project, ramp_filter
+from vol25d.settings import DEFAULT_VIEW_CHUNK, RUNTIME_SETTINGS, ModelConfig, check_memory_controls
 
 __all__ = ["ModelConfig", "Random25DUNet", "ViewUNet", "Filtration", "Explanation", "Head", "RUNTIME_SETTINGS",
            "DEFAULT_VIEW_CHUNK", "check_memory_controls", "conv3x3x3"]
-
-_PROJECTIONS = ("mip", "sum")
-_ACTIVATIONS = ("sigmoid", "softmax")
-_HEAD_NORMS = ("affine", "instance")
-_HEAD_POOLS = ("none", "avg", "learned")
-_FILTER_INITS = ("identity", "ramlak")
-_RECONSTRUCTIONS = ("seed", "image")
-
-
-# Memory controls, arguments of the model (and of training and prediction) rather than settings saved with it:
-# views pushed through U at once outside training, and views per activation-checkpointed chunk in training.
-RUNTIME_SETTINGS = ("view_chunk", "checkpoint_views")
-DEFAULT_VIEW_CHUNK = 16
-
-
-def check_memory_controls(view_chunk: int, checkpoint_views: int) -> None:
-    """``view_chunk`` ≥ 1 and ``checkpoint_views`` ≥ 0, whole numbers; else ``ValueError`` naming the setting."""
-    for name, value, least in (("view_chunk", view_chunk, 1), ("checkpoint_views", checkpoint_views, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"{name} must be an integer ≥ {least}; got {value!r}")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Settings of :class:`Random25DUNet` (saved in every checkpoint).
-
-    Attributes:
-        in_channels: image channels ``C``.
-        out_channels: foreground classes ``K`` (one output channel each).
-        directions: ``m``, equally spaced directions in ``[0, π)`` used at inference and in path 2.
-        views: ``p``, directions drawn at random per training step in path 1.
-        projection: ``"mip"`` (maximum intensity) or ``"sum"`` (the Radon transform).
-        channels, strides, num_res_units: MONAI ``UNet`` of the views.
-        filter_radius: the learnable filtration has ``2·filter_radius + 1`` taps along the detector; default
-            8 for the identity start (a local sharpening), 96 for Ram–Lak (the ramp must reach across the
-            detector).
-        filter_init: F's starting kernel: ``"identity"`` (the default: ``R ∘ F`` starts as the mean of the
-            views over the directions, the fraction of views whose ray through a voxel meets the object) or
-            ``"ramlak"`` (the Ram–Lak ramp, exact for sum projections). U's views are silhouettes, not line
-            integrals: with the same trained U on held-out phantoms, thresholding the plain mean at one
-            threshold for all cases gave Dice 0.48–0.51 per case where the Ram–Lak reconstruction gave
-            0.41–0.48 and the trained Ram–Lak filtration 0.31–0.46, and the ramp's negative lobes sent whole
-            cases to an empty mask when U over-segmented (experiments/results/tuning.md).
-        filter_fixed_dc: keep F's DC gain (its taps' sum) at its starting value, so training shapes the filter
-            but not its level, which the head's affine sets. Measured: a 193-tap F trained on 48³ phantoms
-            grew tails summing to −13.5, which subtract the amount of vessel seen along the detector; on
-            96³ phantoms every vessel voxel then reconstructed negative and the output was empty (Dice
-            0.00–0.01). Truncated to 17 taps with the DC gain held at 1, the same weights gave 0.48–0.62.
-        activation: ``"sigmoid"`` (one probability per class, classes may overlap) or ``"softmax"``
-            (exclusive classes, with an implicit background logit of 0).
-        head_norm: ``"affine"`` (per-class ``γ·r + β``) or ``"instance"`` (instance norm with affine).
-            Measured (experiments/results/tuning.md): affine trains faster and higher.
-        head_pool: T's 3-D smoothing: ``"none"`` (the default), ``"avg"`` (3×3×3 average pooling, as the seed
-            method) or ``"learned"`` (a 3×3×3 per-class convolution initialised to that average). On the
-            phantoms the average blurs sub-voxel vessels away: with perfect views the best Dice drops from
-            0.79 to 0.53, and trained end to end ``"none"`` reached 0.41 validation Dice where ``"learned"``
-            reached 0.39 and, with Dice loss alone, 0.06 (experiments/results/tuning.md).
-        head_image: T also reads the image: a 3×3×3 convolution of ``[R ∘ F, image]`` (every class of the
-            reconstruction and every image channel in, one correction per class out, starting at zero) is added
-            to the reconstruction before T's normalisation, so T can weigh each voxel by its own intensity and its
-            neighbours' (a vessel's rim against its background) where the views' back-projection cannot tell
-            them apart. One layer, no 3-D stack: memory stays the volume's. ``False`` is T as before (and what
-            checkpoints written before this setting load as). See :class:`Head` for what it measured.
-        reconstruction: ``"image"`` or ``"seed"``; ``None`` (the default) picks ``"image"`` for
-            ``projection="mip"`` and ``"seed"`` for ``"sum"``. ``"seed"`` is the seed method's ``R ∘ F``: the
-            filtered views back-projected along whole rays, whose best with perfect views is the visual hull.
-            ``"image"`` is the explained back-projection (:func:`~vol25d.ops.backproject_explained`): each
-            view's probability goes to a voxel in proportion to ``σ((x - V̂ + margin) / s)``, how close the
-            voxel's own intensity ``x`` is to the view's MIP value ``V̂`` at its detector position; ``margin``
-            and ``s`` learnable per class. It needs ``projection="mip"``; the image's first channel is the one
-            compared. Trained alike (same U, epochs and data; 3 seeds) it scored higher on held-out vol25d
-            phantoms (0.830 against 0.584), ``experiments/other_phantoms.py``'s (0.541 against 0.473) and the
-            GI-tract-like phantoms (experiments/results/gi_reconstruction.md), although its perfect-view
-            ceiling there is a little lower (0.88 against 0.90, experiments/results/ceiling_gi.md): hence the
-            default. Checkpoints written before it was keep the reconstruction they were trained with.
-
-    Memory controls are not model settings: ``view_chunk`` and ``checkpoint_views`` are arguments of
-    :class:`Random25DUNet` (and of training and prediction), so a model trained with one may run with another.
-    """
-
-    in_channels: int = 1
-    out_channels: int = 1
-    directions: int = 64
-    views: int = 8
-    projection: Literal["mip", "sum"] = "mip"
-    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
-    strides: tuple[int, ...] = (2, 2, 2, 2)
-    num_res_units: int = 2
-    filter_radius: int | None = None
-    filter_init: Literal["identity", "ramlak"] = "identity"
-    filter_fixed_dc: bool = True
-    activation: Literal["sigmoid", "softmax"] = "sigmoid"
-    head_norm: Literal["affine", "instance"] = "affine"
-    head_pool: Literal["none", "avg", "learned"] = "none"
-    head_image: bool = True
-    reconstruction: Literal["seed", "image"] | None = None
-
-    def __post_init__(self):
-        if self.filter_radius is None:
-            object.__setattr__(self, "filter_radius", 96 if self.filter_init == "ramlak" else 8)
-        for name in ("in_channels", "out_channels", "directions", "views", "filter_radius"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer ≥ 1; got {value!r}")
-        if self.views > self.directions:
-            raise ValueError(f"views (p = {self.views}) must not exceed directions (m = {self.directions})")
-        if self.projection not in _PROJECTIONS:
-            raise ValueError(f"projection must be one of {_PROJECTIONS}; got {self.projection!r}")
-        if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_ACTIVATIONS}; got {self.activation!r}")
-        if self.head_norm not in _HEAD_NORMS:
-            raise ValueError(f"head_norm must be one of {_HEAD_NORMS}; got {self.head_norm!r}")
-        if self.filter_init not in _FILTER_INITS:
-            raise ValueError(f"filter_init must be one of {_FILTER_INITS}; got {self.filter_init!r}")
-        if self.reconstruction is None and self.projection in _PROJECTIONS:
-            object.__setattr__(self, "reconstruction", "image" if self.projection == "mip" else "seed")
-        if self.reconstruction not in _RECONSTRUCTIONS:
-            raise ValueError(f"reconstruction must be one of {_RECONSTRUCTIONS}; got {self.reconstruction!r}")
-        if self.reconstruction == "image" and self.projection != "mip":
-            raise ValueError(f"reconstruction='image' compares voxels with their rays' maximum and needs "
-                             f"projection='mip'; got projection={self.projection!r} (set reconstruction: seed for "
-                             "sum projections, or leave it unset)")
-        if self.head_pool not in _HEAD_POOLS:
-            raise ValueError(f"head_pool must be one of {_HEAD_POOLS}; got {self.head_pool!r}")
-        if not isinstance(self.head_image, bool):
-            raise ValueError(f"head_image must be true or false; got {self.head_image!r}")
-        if len(self.channels) != len(self.strides) + 1:
-            raise ValueError(
-                f"channels needs one entry more than strides; got {len(self.channels)} channels and "
-                f"{len(self.strides)} strides"
-            )
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        object.__setattr__(self, "strides", tuple(int(s) for s in self.strides))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "ModelConfig":
-        """The settings of a dict; the memory controls that checkpoints written before they became runtime
-        arguments carry (:data:`RUNTIME_SETTINGS`) are dropped."""
-        values = {k: v for k, v in values.items() if k not in RUNTIME_SETTINGS}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 class ViewUNet(nn.Module):

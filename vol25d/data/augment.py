@@ -15,84 +15,14 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
 import kornia.augmentation as K
 import torch
 
 from vol25d.errors import InputError
+from vol25d.settings import AugmentConfig
 
 __all__ = ["AugmentConfig", "augment"]
 
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and ranges of the augmentations. Probabilities are per sample of the batch.
-
-    Attributes:
-        enabled: ``False`` makes :func:`augment` return its inputs unchanged.
-        flip_prob_dhw: probability of mirroring along ``D``, ``H`` and ``W`` (nnU-Net mirrors all axes).
-        affine_prob: probability of the random affine below.
-        rotate_d_deg: rotation about ``D`` (in the ``H, W`` plane) drawn from ``±rotate_d_deg``.
-        tilt_deg: rotations about ``H`` and ``W`` drawn from ``±tilt_deg`` (small: ``D`` is anisotropic).
-        scale_range: isotropic zoom factor range. Wide on purpose: vessels are as thick in voxels as the
-            scan's resolution makes them, and a model trained on 48³ phantoms with ±10 % zooms
-            under-segmented 96³ ones (Dice 0.49 and 0.45 on vol25d's and another generator's); with zooms
-            of 0.6–1.6 in 70 % of steps, 0.61 and 0.59, at the same Dice on 48³ (0.60)
-            (experiments/results/tuning.md).
-        intensity_prob: probability of ``x·s + t`` with ``s ∈ intensity_scale`` and ``t ∈ ±intensity_shift``
-            times the sample's standard deviation.
-        gamma_prob, gamma_range: probability and range of ``x ↦ x^γ`` on the sample's min–max range.
-        noise_prob, noise_std: probability of Gaussian noise with σ drawn from ``[0, noise_std]`` times the
-            sample's standard deviation.
-        bias_prob, bias_strength: probability of a smooth multiplicative field (a random polynomial of order
-            3 in the normalised coordinates, as a receive coil's sensitivity) applied above the sample's
-            minimum; its log spans ``±bias_strength`` times a draw from ``[0.5, 1]``. Off by default.
-    """
-
-    enabled: bool = True
-    flip_prob_dhw: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    affine_prob: float = 0.7
-    rotate_d_deg: float = 15.0
-    tilt_deg: float = 5.0
-    scale_range: tuple[float, float] = (0.6, 1.6)
-    intensity_prob: float = 0.3
-    intensity_scale: tuple[float, float] = (0.9, 1.1)
-    intensity_shift: float = 0.1
-    gamma_prob: float = 0.3
-    gamma_range: tuple[float, float] = (0.7, 1.5)
-    noise_prob: float = 0.15
-    noise_std: float = 0.1
-    bias_prob: float = 0.0
-    bias_strength: float = 0.4
-
-    def __post_init__(self) -> None:
-        for name in ("affine_prob", "intensity_prob", "gamma_prob", "noise_prob", "bias_prob", "flip_prob_dhw"):
-            value = getattr(self, name)
-            values = value if isinstance(value, (tuple, list)) else (value,)
-            if not all(0.0 <= float(v) <= 1.0 for v in values):
-                raise InputError(f"augmentation {name} must be probabilities in [0, 1]; got {value}")
-        for name in ("scale_range", "intensity_scale", "gamma_range"):
-            low, high = getattr(self, name)
-            if not 0.0 < low <= high:
-                raise InputError(f"augmentation {name} must be (low, high) with 0 < low ≤ high; got {(low, high)}")
-            object.__setattr__(self, name, (float(low), float(high)))
-        if not self.bias_strength >= 0:
-            raise InputError(f"augmentation bias_strength must be ≥ 0 (the largest log of the field); "
-                             f"got {self.bias_strength}")
-        object.__setattr__(self, "flip_prob_dhw", tuple(float(p) for p in self.flip_prob_dhw))
-
-    def to_dict(self) -> dict:
-        """JSON-able dict (lists for tuples)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "AugmentConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"augmentation settings have unknown keys {sorted(unknown)}")
-        return cls(**data)
 
 
 def _geometric(config: AugmentConfig) -> list[torch.nn.Module]:

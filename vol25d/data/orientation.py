@@ -25,11 +25,10 @@ import numpy as np
 from nibabel import orientations
 
 from vol25d.errors import InputError
+from vol25d.settings import ROTATION_AXES
 
 __all__ = ["ROTATION_AXES", "CanonicalFrame", "canonical_frame", "to_canonical", "from_canonical"]
 
-# For each rotation axis: which RAS axis becomes D, H, W.
-ROTATION_AXES: dict[str, tuple[int, int, int]] = {"SI": (2, 1, 0), "AP": (1, 2, 0), "LR": (0, 2, 1)}
 _IDENTITY_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64)
 
 

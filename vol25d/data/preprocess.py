@@ -17,16 +17,17 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from vol25d.data.orientation import ROTATION_AXES, CanonicalFrame, from_canonical, to_canonical
+from vol25d.data.orientation import CanonicalFrame, from_canonical, to_canonical
 from vol25d.errors import InputError
 from vol25d.io import Volume, grid_mismatch
+from vol25d.settings import DEFAULT_MAX_VOXELS, MIN_SIZE, PreprocessConfig
 
 __all__ = [
     "DEFAULT_MAX_VOXELS", "PreprocessConfig", "RestoreInfo", "preprocess_image", "preprocess_label", "restore",
@@ -34,100 +35,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The voxel cap of CPU training: 128³ ≈ 2.1 M voxels keeps a path-1 step around a second on two cores and the
-# demo in minutes. On a GPU, ``vol25d train`` plans the cap from the device's memory instead
-# (:mod:`vol25d.capacity`); ``0`` means no cap.
-DEFAULT_MAX_VOXELS = 128**3
-MIN_SIZE = 8  # every axis is padded to at least this many voxels (the U-Net's downsampling needs some room)
 _BODY_MARGIN_MM = 5.0
 _BODY_THRESHOLD = 0.1  # fraction of the smoothed image's 1–99 % range above which a voxel is body
 _STATS = ("p_low", "p_high", "median", "mean", "std")
 
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """Preprocessing settings: stored in the run folder and the checkpoint (``to_dict``), so predict repeats them.
-
-    Attributes:
-        target_spacing_mm: voxel size ``(D, H, W)`` in mm with ``H == W``; ``None`` keeps each image's native
-            ``D`` spacing and resamples ``H, W`` to the finer of the two in-plane spacings.
-        spacing_tolerance: an image whose own spacing is within this relative difference of the target on
-            every axis (and equal along ``H`` and ``W``) keeps its native grid. Resampling a vessel one or two
-            voxels thin to a spacing 10 % off and back costs a quarter of its Dice (the label's round trip on
-            the phantoms: Dice 0.62–0.73), and far more than the change of scale costs the model: a model
-            trained at 0.57 mm scored Dice 0.54 on another generator's 0.3–0.42 mm phantoms on their native
-            grid, 0.38 resampled to 0.57 mm (experiments/results/tuning.md). ``0`` always resamples
-            (nnU-Net's rule); the voxel cap applies either way.
-        max_voxels: cap on ``D·H·W`` per image (after padding to ≥ 8); a larger image gets a uniformly
-            coarser spacing. ``0``: no cap. Enforced at training and prediction time alike, so a checkpoint
-            predicts on the grid it was trained on, whatever the machine.
-        normalization: ``"percentile"`` (clip to the image's body percentiles and scale to [0, 1]) or
-            ``"zscore"`` (body mean 0, std 1). Both per image and per channel, so ``a·x + b`` (a > 0) gives the
-            same tensor: models transfer across scanners and phantom generators.
-        percentiles: the clip percentiles of ``"percentile"`` normalisation.
-        crop_foreground: crop to the body's bounding box (plus 5 mm) before resampling.
-        n4: N4 bias-field correction (SimpleITK), done on the resampled grid where it is cheap.
-        rotation_axis: ``"SI"``, ``"AP"`` or ``"LR"``: the anatomical axis that becomes ``D``.
-        intensity_stats: per channel ``(p_low, p_high, median, mean, std)`` of the training images' body
-            voxels in raw units (``plan_preprocessing``); a record of the training data, not used by the
-            per-image normalisation, checked only for the channel count.
-        planned_shape: ``(D, H, W)`` of the median training image (its median extent) at the target spacing,
-            as planned; a record, ``None`` in settings saved before it existed.
-    """
-
-    target_spacing_mm: tuple[float, float, float] | None = None
-    spacing_tolerance: float = 0.5
-    max_voxels: int = DEFAULT_MAX_VOXELS
-    normalization: str = "percentile"
-    percentiles: tuple[float, float] = (0.5, 99.5)
-    crop_foreground: bool = True
-    n4: bool = False
-    rotation_axis: str = "SI"
-    intensity_stats: tuple[tuple[float, ...], ...] = ()
-    planned_shape: tuple[int, int, int] | None = None
-
-    def __post_init__(self) -> None:
-        # Frozen: normalise lists from JSON to tuples with object.__setattr__.
-        if self.target_spacing_mm is not None:
-            spacing = tuple(float(s) for s in self.target_spacing_mm)
-            if len(spacing) != 3 or min(spacing) <= 0 or not math.isclose(spacing[1], spacing[2], rel_tol=1e-6):
-                raise InputError(
-                    f"target_spacing_mm must be three positive (D, H, W) spacings with H == W; got {spacing}"
-                )
-            object.__setattr__(self, "target_spacing_mm", spacing)
-        if not 0.0 <= float(self.spacing_tolerance) < 1.0:
-            raise InputError(f"spacing_tolerance must be in [0, 1); got {self.spacing_tolerance}")
-        object.__setattr__(self, "spacing_tolerance", float(self.spacing_tolerance))
-        if isinstance(self.max_voxels, bool) or int(self.max_voxels) != self.max_voxels or (
-                self.max_voxels != 0 and int(self.max_voxels) < MIN_SIZE**3):
-            raise InputError(f"max_voxels must be 0 (no cap) or a whole number ≥ {MIN_SIZE**3}; got {self.max_voxels!r}")
-        if self.planned_shape is not None:
-            object.__setattr__(self, "planned_shape", tuple(int(n) for n in self.planned_shape))
-        if self.normalization not in ("percentile", "zscore"):
-            raise InputError(f"normalization must be 'percentile' or 'zscore'; got {self.normalization!r}")
-        low, high = (float(p) for p in self.percentiles)
-        if not 0.0 <= low < high <= 100.0:
-            raise InputError(f"percentiles must satisfy 0 ≤ low < high ≤ 100; got {self.percentiles}")
-        if self.rotation_axis not in ROTATION_AXES:
-            raise InputError(f"rotation_axis must be one of {sorted(ROTATION_AXES)}; got {self.rotation_axis!r}")
-        object.__setattr__(self, "max_voxels", int(self.max_voxels))
-        object.__setattr__(self, "percentiles", (low, high))
-        object.__setattr__(self, "intensity_stats", tuple(tuple(float(v) for v in c) for c in self.intensity_stats))
-
-    def to_dict(self) -> dict:
-        """JSON-able dict (lists for tuples)."""
-        return {k: (list(map(list, v)) if k == "intensity_stats" else list(v) if isinstance(v, tuple) else v)
-                for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PreprocessConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a checkpoint from another version)."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise InputError(f"preprocessing settings have unknown keys {sorted(unknown)}; expected "
-                             f"{[f.name for f in fields(cls)]}")
-        # Settings saved before spacing_tolerance existed were always resampled: predict as they trained.
-        return cls(**{"spacing_tolerance": 0.0, **data})
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compare by identity

@@ -15,7 +15,8 @@ Under ``torchrun`` (several processes, one GPU each; :mod:`vol25d.distributed`) 
 averages the gradients of one volume per process (DistributedDataParallel); rank 0 alone validates, logs
 and writes the run folder, whose files are the same as a single process writes.
 
-Modules: :mod:`~vol25d.train.config` (settings), :mod:`~vol25d.train.objective` (loss, schedule),
+Modules: :mod:`~vol25d.train.config` (what a path produced; the settings and their rules are
+:mod:`vol25d.settings`, which ``train`` applies first), :mod:`~vol25d.train.objective` (loss, schedule),
 :mod:`~vol25d.train.start` (where a path's model starts), :mod:`~vol25d.train.paths` (the two paths),
 :mod:`~vol25d.train.loop` (the loop), :mod:`~vol25d.train.session` (both paths under a time limit, resumed
 when called again).

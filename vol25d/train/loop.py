@@ -28,9 +28,10 @@ from vol25d.data.prepare import prepare_cases
 from vol25d.data.preprocess import PreprocessConfig
 from vol25d.device import amp_enabled, resolve_device
 from vol25d.model import ModelConfig
+from vol25d.settings import check_start, model_settings_asked
 from vol25d.train.config import TrainConfig, TrainResult
 from vol25d.train.objective import lr_schedule
-from vol25d.train.paths import Cases, Stage, path1, path2, rank_seed
+from vol25d.train.paths import Cases, Stage, path1, path1_probe, path2, rank_seed
 from vol25d.train.start import resumed_checkpoint, starting_model
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,18 @@ def train(
     augmentation. Rank 0 validates, logs and writes the run folder; ``resume`` needs as many processes as
     the run had.
 
+    The rules of where a path starts (:func:`vol25d.settings.check_start`, the settings ``model_config`` asks
+    for being :func:`~vol25d.settings.model_settings_asked`) are checked before anything else, as ``vol25d
+    train`` checks them: path 2 may ask for no model setting, ``init`` keeps its preprocessing and projection.
+
     Returns:
         A :class:`TrainResult` (the same on every process).
+
+    Raises:
+        InputError: a setting these rules refuse, in the same sentence as ``vol25d train``'s.
     """
+    check_start(config.path, init=init, resume=resume, model=model_settings_asked(model_config),
+                preprocess=preprocess_options or ())
     device, created = distributed.setup(resolve_device(config.device))
     try:
         config = config.for_device(device)
@@ -128,8 +138,8 @@ def _set_up(data_dir, out_dir, config: TrainConfig, device, model_config, prepro
 
     def voxel_cap(shape):  # measured on every process's GPU; rank 0's cap plans them all alike
         cached = math.ceil(len(train_cases) / world) + len(val_cases)
-        cap = plan_voxel_cap(model.config, shape, device, amp, cached, len(train_cases) + len(val_cases),
-                             config.checkpoint_views)
+        cap = plan_voxel_cap(model.config, shape, device, lambda s: path1_probe(model.config, config, s, device, amp),
+                             cached, len(train_cases) + len(val_cases))
         return distributed.broadcast(cap)
 
     train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options,

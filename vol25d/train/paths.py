@@ -17,12 +17,12 @@ from vol25d.data.augment import augment
 from vol25d.data.prepare import PreparedCase
 from vol25d.device import autocast
 from vol25d.geometry import random_directions
-from vol25d.model import Random25DUNet
+from vol25d.model import ModelConfig, Random25DUNet
 from vol25d.ops import mip
 from vol25d.train.config import TrainConfig
 from vol25d.train.objective import Objective
 
-__all__ = ["Cases", "Stage", "path1", "path2", "rank_seed", "validate"]
+__all__ = ["Cases", "Stage", "path1", "path2", "path1_probe", "rank_seed", "validate"]
 
 
 @dataclass
@@ -108,6 +108,28 @@ def path1(model: Random25DUNet, cases: Cases, config: TrainConfig) -> Stage:
 
     return Stage(model, model, groups, step, order, math.ceil(len(cases.train) * config.steps_per_case / cases.world),
                  lambda: validate(model, cases.val, device, amp), {"directions": directions})
+
+
+def path1_probe(model_config: ModelConfig, config: TrainConfig, shape_dhw: tuple[int, int, int], device: torch.device,
+                amp: bool) -> float:
+    """One path-1 training step of a fresh ``model_config`` model on a random volume of ``shape_dhw`` voxels,
+    as :func:`path1` and :func:`~vol25d.train.loop.fit` run it with ``config`` (augmentation, loss, activation
+    checkpointing, AdamW over the path's parameter groups); its loss. :mod:`vol25d.capacity` measures its memory.
+
+    Torch's random states are restored after it, so a run that measured is the run that did not.
+    """
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = Random25DUNet.from_config(model_config, checkpoint_views=config.checkpoint_views).to(device).train()
+        generator = torch.Generator().manual_seed(0)
+        image = torch.rand(model_config.in_channels, *shape_dhw, generator=generator)
+        label = (torch.rand(model_config.out_channels, *shape_dhw, generator=generator) > 0.95).to(torch.uint8)
+        stage = path1(model, Cases([PreparedCase("probe", image, label, None)], [], device, amp), config)
+        optimizer = torch.optim.AdamW(stage.parameter_groups, lr=config.lr, weight_decay=config.weight_decay)
+        loss = stage.step(stage.net, 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
 
 
 def path2(model: Random25DUNet, cases: Cases, config: TrainConfig) -> Stage:

@@ -42,10 +42,9 @@ def starting_model(config: TrainConfig, dataset: DatasetInfo, model_config: Mode
                    ) -> tuple[Random25DUNet, PreprocessConfig | None]:
     """The model a path starts from and its preprocessing plan (``None``: plan it from the data).
 
-    ``resumed`` is the ``pathN_last.pt`` of ``--resume`` (``source`` its file), else ``None``.
+    ``resumed`` is the ``pathN_last.pt`` of ``--resume`` (``source`` its file), else ``None``; the settings
+    obey :func:`vol25d.settings.check_start` (path 2 has an ``init``).
     """
-    if config.path == 2 and init is None:
-        raise InputError("path 2 starts from a path-1 checkpoint: pass --init RUN/path1.pt")
     if config.path == 1 and resumed is not None:
         return resumed.model(source), PreprocessConfig.from_dict(resumed.preprocess)
     start = None
