@@ -238,8 +238,7 @@ def _cmd_info(args) -> int:
     import json
 
     from vol25d.checkpoint import Checkpoint, describe_checkpoint, format_description
-
-    from vol25d.ops.backend import here
+    from vol25d.ops.backend import here  # the kernels this machine would run, beside those the checkpoint ran
 
     description = {**describe_checkpoint(Checkpoint.load(args.checkpoint), args.checkpoint), "kernels_here": here()}
     print(json.dumps(description, indent=2) if args.json else format_description(description))
