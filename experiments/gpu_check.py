@@ -8,7 +8,8 @@ With ``--device cpu`` (and ``TRITON_INTERPRET=1``) the same checks run the Trito
 interpreter: that is the script's ``--dry-run``, which the test suite runs at tiny sizes.
 
 ``python experiments/gpu_check.py summary --out DIR`` writes ``DIR/summary.md``: the machine (GPU, driver,
-torch, Triton), each step's status and time, and the figures the steps printed.
+torch, Triton), whether every step passed, each step's status and time, and the figures the steps printed. It
+needs no torch, so a run whose steps all failed for want of it still gets its summary.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+try:
+    import torch
+except ImportError as error:  # the summary is written without it; the ops checks refuse to run
+    torch, _NO_TORCH = None, f"{type(error).__name__}: {error}"
 
 # Tolerances relative to the largest magnitude of the reference output.
 FP32_RTOL = 1e-4  # float32 sums over a 256-voxel ray in another order
@@ -136,6 +140,15 @@ def check_operators(checks: Checks, size: int, device: torch.device, views_count
         checks.add(f"adjoint <Px, y> = <x, Pᵀy> {size}³ {backend}", abs(lhs - rhs) / abs(lhs), ADJOINT_RTOL)
 
 
+def check_auto(checks: Checks, device: torch.device) -> None:
+    """``VOL25D_OPS_BACKEND=auto`` self-checks every kernel on ``device`` and keeps the Triton kernels (the
+    check's name says what it chose: a fallback names the kernel and its error)."""
+    from vol25d.ops import backend
+
+    kernels = _with_backend("auto", lambda: backend.resolve(device))
+    checks.add(f"auto keeps the Triton kernels after their self-check: {kernels}", float(kernels != "triton"), 0)
+
+
 def check_model(checks: Checks, size: int, device: torch.device) -> None:
     """The model on ``device`` against the same weights on the CPU: eval output (all ``m`` views in chunks)
     and the gradients of a path-1 training loss, float32; then with bf16 autocast on the device."""
@@ -210,18 +223,23 @@ def machine_lines() -> list[str]:
     except ImportError:
         triton_version = "not installed"
     gpu = _command(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+    if torch is None:
+        name, versions = "unknown (no torch)", f"torch not importable ({_NO_TORCH})"
+    else:
+        name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU run)"
+        versions = f"torch {torch.__version__} (CUDA {torch.version.cuda})"
     return [
-        f"- GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (CPU run)'}",
+        f"- GPU: {name}",
         f"- nvidia-smi: {gpu or 'not available'}",
-        f"- torch {torch.__version__} (CUDA {torch.version.cuda}), Triton {triton_version}, "
-        f"Python {platform.python_version()}",
+        f"- {versions}, Triton {triton_version}, Python {platform.python_version()}",
         f"- CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
     ]
 
 
 # Figures the steps print: per step, (label, regular expression on its log; group 1 is the figure).
 _FIGURES = {
-    "train": [("path 1", r"path 1: (.*)"), ("path 2", r"path 2: (.*)"), ("predict", r"(wrote \d+ file.*)"),
+    "train": [("kernels", r"^(path\d: projection kernels on .*)"), ("path 1", r"path 1: (.*)"),
+              ("path 2", r"path 2: (.*)"), ("predict", r"(wrote \d+ file.*)"),
               ("held-out mean Dice", r"mean Dice: (.*)")],
     "benchmark": [("benchmark", r"^(\w[\w-]*: Dice .*)"), ("sweep", r"^sweep (.*)")],
 }
@@ -236,6 +254,10 @@ def summary(out: Path) -> str:
     table = out / "steps.tsv"
     if table.exists():
         steps = [line.split("\t") for line in table.read_text().splitlines() if line.strip()]
+    bad = [f"{name} ({status})" for name, status, _ in steps if status != "ok"]
+    verdict = (f"**{len(bad)} of {len(steps)} steps not ok: {', '.join(bad)}**" if bad else
+               f"all {len(steps)} steps ok" if steps else "**no step ran**")
+    lines[lines.index("## Steps") + 1: lines.index("## Steps") + 1] = ["", verdict]
     for name, status, seconds in steps:
         lines.append(f"| {name} | {status} | {seconds} | [{name}.log]({name}.log) |")
     lines += ["", "## Figures", ""]
@@ -274,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "summary":
         print(summary(args.out))
         return 0
+    if torch is None:
+        print(f"error: the checks need torch, which does not import ({_NO_TORCH})")
+        return 1
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA GPU is available; use --device cpu with TRITON_INTERPRET=1")
@@ -282,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: on the CPU the Triton kernels run only in the interpreter; set TRITON_INTERPRET=1")
         return 1
     checks = Checks()
+    if device.type == "cuda":  # (on the CPU auto runs the reference kernels: nothing to check)
+        check_auto(checks, device)
     for size in args.sizes:
         check_operators(checks, size, device, args.views)
     check_model(checks, args.model_size, device)

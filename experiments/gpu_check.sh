@@ -19,7 +19,11 @@
 #             comparison at 128³
 #   summary   OUT/summary.md: GPU, driver, torch, Triton, each step's status and the figures
 # A step that would start after the limit is recorded as skipped; one that runs into it is stopped and
-# recorded as such; the summary is written whatever happens (also on Ctrl-C).
+# recorded as such; the summary is written whatever happens (also on Ctrl-C, and by this script itself when
+# gpu_check.py cannot write it).
+#
+# Exit status: 0 when every step ran and passed; 1 when a step failed, was stopped or skipped, or the summary
+# could not be written (summary.md says which); 2 for a bad option; 130 on Ctrl-C or a kill.
 #
 # --dry-run: the same steps on the CPU at tiny sizes, the Triton kernels in the interpreter, no install; the
 # test suite runs it so that the script cannot rot.
@@ -36,7 +40,7 @@ while [ $# -gt 0 ]; do
     --wheels) wheels=$2; shift 2 ;;
     --limit-s) limit_s=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 { if (!/^#/) exit; print }' "$0"; exit 0 ;;
     *) echo "error: unknown option $1; see bash experiments/gpu_check.sh --help" >&2; exit 2 ;;
   esac
 done
@@ -94,10 +98,22 @@ run_step() {
   return 0
 }
 
+# The exit status (see the header): a step whose status is not "ok", or no summary, is a failure.
 finish() {
-  "$python" experiments/gpu_check.py summary --out "$out" > /dev/null 2>"$out/summary.log" \
-    || echo "summary failed: see $out/summary.log" >&2
-  echo "== summary: $out/summary.md ($(( $(date +%s) - start )) s)"
+  local rc=$? bad
+  if ! "$python" experiments/gpu_check.py summary --out "$out" > /dev/null 2>"$out/summary.log"; then
+    echo "summary failed: see $out/summary.log" >&2
+    {  # the steps' table without the figures, so that the run still says what happened
+      printf '# vol25d GPU check\n\nexperiments/gpu_check.py could not write the summary (see summary.log); '
+      printf 'the steps as recorded in steps.tsv:\n\n| step | status | seconds |\n|---|---|---|\n'
+      awk -F'\t' '{ printf "| %s | %s | %s |\n", $1, $2, $3 }' "$out/steps.tsv"
+    } > "$out/summary.md"
+    [ "$rc" -ne 0 ] || rc=1
+  fi
+  bad=$(awk -F'\t' '$2 != "ok" { n++ } END { print n + 0 }' "$out/steps.tsv")
+  [ "$rc" -ne 0 ] || [ "$bad" -eq 0 ] || rc=1
+  echo "== summary: $out/summary.md ($(( $(date +%s) - start )) s); $bad step(s) not ok; exit $rc"
+  exit "$rc"
 }
 trap finish EXIT
 trap 'exit 130' INT TERM

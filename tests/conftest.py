@@ -81,3 +81,45 @@ def cuda_autocast(monkeypatch):
     monkeypatch.setattr(vol25d.device, "AMP_DEVICE_TYPES", ("cuda", "cpu"))
     with _CudaAutocastRules():
         yield
+
+
+def fake_triton(**overrides):
+    """A stand-in for vol25d.ops.triton_kernels: the reference kernels, counting their calls (``.calls``),
+    with ``overrides`` (kernel name → function) in their place."""
+    from types import SimpleNamespace
+
+    from vol25d.ops import backend, reference
+
+    calls = {name: 0 for name in backend.KERNELS}
+
+    def counted(name):
+        def kernel(*args, **kwargs):
+            calls[name] += 1
+            return (overrides.get(name) or getattr(reference, name))(*args, **kwargs)
+        return kernel
+
+    return SimpleNamespace(__name__="fake_triton", calls=calls, **{name: counted(name) for name in backend.KERNELS})
+
+
+def raise_no_kernel_image(*args, **kwargs):
+    """A kernel that fails as a CUDA kernel built for another GPU does."""
+    raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+
+@pytest.fixture
+def cuda_like(monkeypatch):
+    """``use(module)``: from then on vol25d.ops.backend's ``auto`` treats CPU tensors as it treats CUDA ones and
+    finds ``module`` (e.g. :func:`fake_triton`) as its Triton kernels (``None``: Triton does not import). Every
+    check and fallback is forgotten before and after the test."""
+    from vol25d.ops import backend
+
+    monkeypatch.delenv("VOL25D_OPS_BACKEND", raising=False)
+    backend.forget()
+
+    def use(module, why="ModuleNotFoundError: No module named 'triton'"):
+        monkeypatch.setattr(backend, "_triton_device", lambda device: True)
+        monkeypatch.setattr(backend, "_candidate", lambda: (module, None if module is not None else why))
+        return module
+
+    yield use
+    backend.forget()

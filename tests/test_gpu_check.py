@@ -50,16 +50,45 @@ def test_the_summary_names_the_machine_and_the_figures(dry_run):
     assert "held-out mean Dice: 0." in text and "path 2:" in text
     assert "benchmark: vol25d: Dice" in text and "sweep: vol25d (16, 16, 16)" in text
     assert re.search(r"checks within tolerance: (\d+) of \1$", text, flags=re.MULTILINE)
+    assert "all 4 steps ok" in text and "kernels: path1: projection kernels on cpu: reference" in text
     assert (dry_run / "evaluation.csv").exists() and (dry_run / "bench_ops.md").exists()
 
 
 def test_steps_past_the_time_limit_are_skipped_and_the_summary_still_written(tmp_path):
     done = gpu_check("--dry-run", "--out", tmp_path, "--limit-s", 0, timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # nothing was measured: not a run to read as passed
     steps = [line.split("\t") for line in (tmp_path / "steps.tsv").read_text().splitlines()]
     assert [step[0] for step in steps] == list(STEPS)
     assert all(status == "skipped (time limit)" for _, status, _ in steps)
-    assert "| checks | skipped (time limit) |" in (tmp_path / "summary.md").read_text()
+    text = (tmp_path / "summary.md").read_text()
+    assert "| checks | skipped (time limit) |" in text and "**4 of 4 steps not ok: checks (skipped" in text
+
+
+def test_a_python_without_torch_fails_every_step_exits_1_and_still_writes_the_summary(tmp_path):
+    python = tmp_path / "python-without-torch"  # this interpreter without its site-packages
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
+    assert subprocess.run([str(python), "-c", "import torch"], capture_output=True).returncode != 0
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(out), "--limit-s", "300"], capture_output=True,
+                          text=True, encoding="utf-8", env={**os.environ, "PYTHON": str(python)}, timeout=300)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    steps = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()]
+    assert [step[0] for step in steps] == list(STEPS)
+    assert all(status.startswith("failed (exit ") for _, status, _ in steps), steps
+    text = (out / "summary.md").read_text()
+    assert "**4 of 4 steps not ok: checks (failed (exit 1))" in text and "torch not importable" in text
+    assert "| train | failed (exit 1) |" in text and "4 step(s) not ok; exit 1" in done.stdout
+
+
+def test_the_script_writes_the_summary_itself_when_the_summary_script_cannot_run(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(out), "--limit-s", "60"], capture_output=True,
+                          text=True, encoding="utf-8", env={**os.environ, "PYTHON": str(tmp_path / "no-such-python")},
+                          timeout=120)
+    assert done.returncode == 1 and "summary failed" in done.stderr
+    text = (out / "summary.md").read_text()
+    assert "could not write the summary" in text and "| checks | failed (exit 127) |" in text
 
 
 @pytest.mark.parametrize("args, message", [

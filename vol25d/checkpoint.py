@@ -70,6 +70,8 @@ class Checkpoint:
         dataset, train_cases, val_cases: the data it was trained and validated on, where recorded.
         epoch, best_dice, best_epoch: the epoch it was saved at and the best validation Dice so far.
         version: the vol25d version that wrote it.
+        ops_backend: the projection kernels that trained it (:func:`vol25d.ops.backend.describe`: ``triton``,
+            ``reference``, ``reference (fallback: …)``); ``None`` where not recorded (older checkpoints).
         resume: the training state (in ``pathN_last.pt`` only).
     """
 
@@ -89,6 +91,7 @@ class Checkpoint:
     best_dice: float | None = None
     best_epoch: int | None = None
     version: str = __version__
+    ops_backend: str | None = None
     resume: Resume | None = None
 
     @classmethod
@@ -104,7 +107,7 @@ class Checkpoint:
                   "channel_names": list(self.channel_names), "multi_label": bool(self.multi_label),
                   "train_config": self.train_config, "unet_frozen": bool(self.unet_frozen),
                   "state_dict": self.state_dict, "epoch": self.epoch, "best_dice": self.best_dice,
-                  "best_epoch": self.best_epoch}
+                  "best_epoch": self.best_epoch, "ops_backend": self.ops_backend}
         if self.dataset is not None:
             values["data"] = {"dataset": self.dataset, "train_cases": list(self.train_cases or ()),
                               "val_cases": list(self.val_cases or ())}
@@ -143,6 +146,7 @@ class Checkpoint:
             train_config=dict(values.get("train_config") or {}), dataset=data.get("dataset"),
             train_cases=data.get("train_cases"), val_cases=data.get("val_cases"), epoch=values.get("epoch"),
             best_dice=values.get("best_dice"), best_epoch=values.get("best_epoch"), version=str(values["version"]),
+            ops_backend=values.get("ops_backend") if isinstance(values.get("ops_backend"), str) else None,
             resume=resume,
         )
 
@@ -248,14 +252,15 @@ class RunFolder:
         return self.root / "tb" / f"path{path}"
 
     def record(self, path: int, *, data, init, train: dict, model: dict, preprocess: dict, classes, channels,
-               split: tuple[list[str], list[str]], device: str, processes: int) -> None:
-        """Write path ``path``'s record into ``config.yaml`` (the other path's record is kept)."""
+               split: tuple[list[str], list[str]], device: str, processes: int, ops_backend: str | None = None) -> None:
+        """Write path ``path``'s record into ``config.yaml`` (the other path's record is kept); ``ops_backend``:
+        the projection kernels it runs (:func:`vol25d.ops.backend.describe`)."""
         current = (yaml.safe_load(self.config.read_text()) if self.config.exists() else None) or {}
         current[f"path{path}"] = {
             "data": str(data), "init": str(init) if init else None, "train": train, "model": model,
             "preprocess": preprocess, "classes": list(classes), "channels": list(channels),
             "split": {"train": list(split[0]), "val": list(split[1])}, "device": device, "processes": processes,
-            "volumes_per_step": processes,
+            "volumes_per_step": processes, "ops_backend": ops_backend,
         }
         with atomic_path(self.config) as temporary:
             temporary.write_text(yaml.safe_dump(current, sort_keys=False))
@@ -313,8 +318,8 @@ def describe_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike | None =
         A dict with ``file``, ``vol25d_version``, ``path`` (1 or 2), ``classes``, ``channels``,
         ``multi_label``, ``model`` (``m``, ``p``, projection, the reconstruction F and head T, U's size,
         parameter count), ``preprocess`` (target spacing, voxel cap, normalisation, …), ``training`` (epochs,
-        best validation Dice and epoch, lr, steps per case; cases trained on, where recorded) and
-        ``resumable`` (whether it holds optimiser state, as ``pathN_last.pt`` does).
+        best validation Dice and epoch, lr, steps per case; cases trained on and the projection kernels, where
+        recorded) and ``resumable`` (whether it holds optimiser state, as ``pathN_last.pt`` does).
     """
     model = checkpoint.model_settings
     config = checkpoint.train_config
@@ -355,6 +360,7 @@ def describe_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike | None =
             "dataset": checkpoint.dataset,
             "train_cases": None if checkpoint.train_cases is None else len(checkpoint.train_cases),
             "val_cases": None if checkpoint.val_cases is None else len(checkpoint.val_cases),
+            "ops_backend": checkpoint.ops_backend,
         },
         "resumable": checkpoint.resume is not None,
     }
@@ -372,7 +378,8 @@ def _cell(value) -> str:
 
 
 def format_description(description: dict) -> str:
-    """:func:`describe_checkpoint`'s dict as a two-column table."""
+    """:func:`describe_checkpoint`'s dict as a two-column table (with a row for ``kernels_here``, the kernels
+    this machine would run, where the caller added it)."""
     model, preprocess, training = description["model"], description["preprocess"], description["training"]
     rows = [
         ("file", description["file"]),
@@ -403,6 +410,8 @@ def format_description(description: dict) -> str:
         ("best validation Dice", f"{training['best_validation_dice']:.4f} at epoch {training['best_epoch']}"
                                  if isinstance(training["best_validation_dice"], float) else None),
         ("learning rate", training["lr"]),
+        ("projection kernels", training.get("ops_backend")),
+        *([("projection kernels here", description["kernels_here"])] if "kernels_here" in description else []),
         ("training data", f"{training['dataset']}: {training['train_cases']} training / {training['val_cases']} "
                           "validation cases" if training["dataset"] else None),
         ("resumable", "yes (optimiser state inside)" if description["resumable"] else "no"),

@@ -103,8 +103,9 @@ def _cmd_info(args) -> int:
     import json
 
     from vol25d.checkpoint import Checkpoint, describe_checkpoint, format_description
+    from vol25d.ops.backend import here  # the kernels this machine would run, beside those the checkpoint ran
 
-    description = describe_checkpoint(Checkpoint.load(args.checkpoint), args.checkpoint)
+    description = {**describe_checkpoint(Checkpoint.load(args.checkpoint), args.checkpoint), "kernels_here": here()}
     print(json.dumps(description, indent=2) if args.json else format_description(description))
     return 0
 
@@ -174,12 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     threads.add_argument("--threads", default="auto", metavar="N",
                          help="torch CPU threads: auto (default: 1 on a machine with ≤ 2 CPUs, where more were measured "
                          "slower; else torch's default) or a number")
+    kernels = argparse.ArgumentParser(add_help=False)
+    kernels.add_argument("--ops-backend", choices=("auto", "triton", "reference"),  # vol25d.ops.backend.BACKENDS
+                         help="projection kernels: auto (default: Triton on CUDA, each kernel checked against the "
+                         "reference on its first use, the reference PyTorch kernels wherever one fails), triton or "
+                         "reference; sets VOL25D_OPS_BACKEND")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    _add_train(commands, [common, threads])
-    _add_predict(commands, [common, threads])
+    _add_train(commands, [common, threads, kernels])
+    _add_predict(commands, [common, threads, kernels])
     _add_evaluate(commands, [common])
     _add_info(commands, [common])
-    _add_demo(commands, [common, threads])
+    _add_demo(commands, [common, threads, kernels])
     _add_make_phantoms(commands, [common])
     _add_check_data(commands, [common])
     _add_convert_gitract(commands, [common])
@@ -351,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet or _torchrun_rank() else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", force=True)  # force: main() may run twice in a process
+    if getattr(args, "ops_backend", None):
+        os.environ["VOL25D_OPS_BACKEND"] = args.ops_backend  # read by vol25d.ops.backend (and torchrun's workers)
     try:
         return args.run(args)
     except BrokenPipeError:  # `vol25d info … | head`: the reader left; say nothing more

@@ -24,6 +24,7 @@ from vol25d.device import autocast, resolve_device
 from vol25d.errors import InputError
 from vol25d.io import READ_SUFFIXES, WRITE_SUFFIXES, Volume, image_suffix, is_dicom_folder, read_volume, write_volume
 from vol25d.model import DEFAULT_VIEW_CHUNK, Random25DUNet, check_memory_controls
+from vol25d.ops import backend
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +269,9 @@ def predict(
     inputs, output = Path(inputs), Path(output)
     cases = _cases(inputs)
     predictor = Predictor.load(checkpoint, device, view_chunk=view_chunk)
+    kernels = backend.resolve(predictor.device)  # (checked now: a fallback is said before the first case)
+    log.log(logging.DEBUG if kernels == "reference" else logging.INFO, "projection kernels on %s: %s", predictor.device,
+            kernels)
     single_file = len(cases) == 1 and (inputs.is_file() or is_dicom_folder(inputs)) and _ending(output) is not None
     if single_file and _ending(output) not in WRITE_SUFFIXES:
         raise InputError(f"{output}: vol25d writes {', '.join(WRITE_SUFFIXES)}; name the output with one of them")

@@ -244,7 +244,15 @@ def _run_checks(path: str) -> None:
     os.environ["VOL25D_OPS_BACKEND"] = "triton"
     import torch
 
-    figures["backend_is_triton"] = backend.kernels_for(torch.zeros(1)) is triton_kernels
+    figures["backend_is_triton"] = backend.kernels_for(torch.zeros(1)).module is triton_kernels
+    # The self-check `auto` runs before a Triton kernel's first use on a device, on the real kernels.
+    for dtype in (torch.float32, torch.bfloat16):
+        for kernel in backend.KERNELS:
+            try:
+                backend.self_check(triton_kernels, kernel, "cpu", dtype)
+                figures[f"self_check/{kernel}/{dtype}"] = "ok"
+            except Exception as error:  # noqa: BLE001 — the test below shows it
+                figures[f"self_check/{kernel}/{dtype}"] = repr(error)
     for size in SIZES:
         _check_raw_kernels(size, figures)
         _check_public_ops(size, figures)
@@ -307,6 +315,12 @@ def figures(tmp_path_factory):
 def test_the_subprocess_ran_the_triton_kernels_in_the_interpreter(figures):
     assert figures["interpreted"] is True
     assert figures["backend_is_triton"] is True
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("kernel", ["project", "backproject", "backproject_explained", "mip", "mip_backward"])
+def test_every_triton_kernel_passes_the_backends_self_check(figures, kernel, dtype):
+    assert figures[f"self_check/{kernel}/torch.{dtype}"] == "ok"
 
 
 @pytest.mark.parametrize("size", SIZE_IDS)

@@ -28,6 +28,7 @@ from vol25d.data.prepare import prepare_cases
 from vol25d.data.preprocess import PreprocessConfig
 from vol25d.device import amp_enabled, resolve_device
 from vol25d.model import ModelConfig
+from vol25d.ops import backend
 from vol25d.settings import check_start, model_settings_asked
 from vol25d.train.config import TrainConfig, TrainResult
 from vol25d.train.objective import lr_schedule
@@ -246,7 +247,7 @@ def _save(stage: Stage, config: TrainConfig, info: RunInfo, epoch: int, best: tu
         channel_names=list(info.dataset.channel_names), multi_label=bool(info.dataset.multi_label), path=config.path,
         train_config=config.to_dict(), dataset=str(info.dataset.root),
         train_cases=[c.name for c in info.cases.train], val_cases=[c.name for c in info.cases.val],
-        epoch=epoch, best_dice=best[0], best_epoch=best[1],
+        epoch=epoch, best_dice=best[0], best_epoch=best[1], ops_backend=backend.describe(info.cases.device),
     )
     if best[1] == epoch:
         checkpoint.save(info.run.best(config.path))
@@ -259,12 +260,16 @@ class _Recorder:
     def __init__(self, stage: Stage, info: RunInfo, config: TrainConfig, start_epoch: int):
         run, path, cases = info.run, config.path, info.cases
         run.root.mkdir(parents=True, exist_ok=True)
-        run.record(path, data=info.data_dir.resolve(), init=info.init, train=config.to_dict(),
-                   model=stage.model.config.to_dict(), preprocess=info.preprocess.to_dict(),
-                   classes=info.dataset.class_names, channels=info.dataset.channel_names,
-                   split=([c.name for c in cases.train], [c.name for c in cases.val]), device=str(cases.device),
-                   processes=cases.world)
-        self.path, self.epochs, self.run = path, config.epochs, run
+        # The kernels are checked now, so the record says which run (a later fallback is recorded at close).
+        self.kernels = backend.resolve(cases.device)
+        log.info("path%d: projection kernels on %s: %s", path, cases.device, self.kernels)
+        self.record = dict(data=info.data_dir.resolve(), init=info.init, train=config.to_dict(),
+                           model=stage.model.config.to_dict(), preprocess=info.preprocess.to_dict(),
+                           classes=info.dataset.class_names, channels=info.dataset.channel_names,
+                           split=([c.name for c in cases.train], [c.name for c in cases.val]),
+                           device=str(cases.device), processes=cases.world)
+        run.record(path, **self.record, ops_backend=self.kernels)
+        self.path, self.epochs, self.run, self.device = path, config.epochs, run, cases.device
         self.metrics = MetricsLog(run.metrics(path), start_epoch)
         from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
 
@@ -286,5 +291,8 @@ class _Recorder:
 
     def close(self, best: tuple[float, int], seconds: float) -> None:
         self.writer.close()
+        kernels = backend.describe(self.device)
+        if kernels != self.kernels:  # a kernel failed during the run: the reference kernels ran from then on
+            self.run.record(self.path, **self.record, ops_backend=kernels)
         log.info("path%d done: best validation Dice %.4f at epoch %d → %s (%.0f s)", self.path, best[0], best[1],
                  self.run.best(self.path), seconds)
