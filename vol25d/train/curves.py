@@ -12,9 +12,8 @@ from pathlib import Path
 from vol25d.checkpoint import RunFolder
 from vol25d.files import atomic_path
 
-__all__ = ["PROGRESS_PLOT", "Curve", "read_curves", "write_progress_plot"]
+__all__ = ["Curve", "read_curves", "write_progress_plot"]
 
-PROGRESS_PLOT = "progress.png"
 _PANELS = (("train_loss", "training loss"), ("val_dice", "validation Dice"), ("lr", "learning rate"))
 
 
@@ -73,7 +72,7 @@ def write_progress_plot(run: RunFolder | str | os.PathLike) -> Path | None:
     from matplotlib.figure import Figure  # slow to import; only once a run has an epoch
     from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(13, 3.6), layout="constrained")
+    figure = Figure(figsize=(13, 3.6))
     axes = figure.subplots(1, len(_PANELS))
     for ax, (name, title) in zip(axes, _PANELS):
         for curve in curves:
@@ -86,11 +85,13 @@ def write_progress_plot(run: RunFolder | str | os.PathLike) -> Path | None:
         ax.set_title(title)
         ax.set_xlabel("epoch" + (" (path 2 after path 1)" if len(curves) == 2 else ""))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if name == "lr":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         ax.grid(alpha=0.3)
     axes[0].legend()
     figure.suptitle(f"{run.root.resolve().name}: " + "; ".join(
         f"path {c.path}, {len(c.epochs)} epoch{'' if len(c.epochs) == 1 else 's'}" for c in curves))
-    target = run.root / PROGRESS_PLOT
-    with atomic_path(target) as temporary:
+    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.15, top=0.85, wspace=0.22)  # not "constrained": slower
+    with atomic_path(run.progress_plot) as temporary:
         figure.savefig(temporary, dpi=80)
-    return target
+    return run.progress_plot

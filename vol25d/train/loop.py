@@ -29,7 +29,7 @@ from vol25d.progress import Progress
 from vol25d.train.config import TrainConfig, TrainResult
 from vol25d.train.objective import lr_schedule
 from vol25d.train.paths import Cases, Stage, path1, path2, rank_seed
-from vol25d.train.curves import PROGRESS_PLOT, write_progress_plot
+from vol25d.train.curves import write_progress_plot
 from vol25d.train.start import resumed_checkpoint, starting_model
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class _Recorder:
         try:  # a picture of the curves must not end a run
             write_progress_plot(self.run)
         except Exception as error:  # noqa: BLE001 — matplotlib can fail in many ways (fonts, backends, disk)
-            log.warning("could not write %s (%s: %s); training goes on", self.run.root / PROGRESS_PLOT,
+            log.warning("could not write %s (%s: %s); training goes on", self.run.progress_plot,
                         type(error).__name__, error)
 
     def close(self, best: tuple[float, int], seconds: float) -> None:
