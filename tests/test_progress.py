@@ -75,6 +75,22 @@ def test_a_terminal_gets_a_tqdm_bar_with_the_count(lines, monkeypatch, capsys):
     assert messages(lines) == []  # the bar, not lines too
 
 
+def test_a_run_that_raises_closes_its_bar_and_stops_redirecting_the_log(lines, monkeypatch):
+    monkeypatch.setattr(progress, "_is_terminal", lambda stream: True)
+    console = logging.StreamHandler(sys.stderr)
+    logging.root.addHandler(console)
+    try:
+        bar = Progress(4, "path1", unit="step", logger=logging.getLogger("vol25d.test"))
+        with pytest.raises(KeyboardInterrupt):
+            for epoch in bar.over(range(1, 3), lambda number: f"path1 epoch {number}/2"):
+                assert bar.description == "path1 epoch 1/2"
+                assert console not in logging.root.handlers  # its records go above the bar meanwhile
+                raise KeyboardInterrupt
+        assert console in logging.root.handlers and bar._bar.disable  # tqdm disables a closed bar
+    finally:
+        logging.root.removeHandler(console)
+
+
 def test_a_notebook_kernel_gets_a_bar_though_its_output_is_no_terminal(lines, monkeypatch):
     shell = types.SimpleNamespace(config={"IPKernelApp": {}})
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))

@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from typing import TypeVar
 
@@ -136,6 +136,14 @@ class Progress:
     def close(self) -> None:
         """Close the bar (it stays on screen) and stop printing log records above it."""
         self._stack.close()
+
+    def over(self, stages: Iterable[T], describe: Callable[[T], str]) -> Iterator[T]:
+        """Yield ``stages`` (a run's epochs, each many items), the description ``describe(stage)`` set before
+        each, and close this progress when the loop ends, breaks or raises (its generator is closed then)."""
+        with self:
+            for stage in stages:
+                self.set_description(describe(stage))
+                yield stage
 
     def _tenth(self, n: int) -> int:
         return n * 10 // self.total if self.total > 0 else 0

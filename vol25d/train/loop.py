@@ -151,24 +151,23 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
     if cases.world > 1:  # copies rank 0's weights to every process, then averages the gradients at every backward
         net = DistributedDataParallel(net, device_ids=[cases.device.index] if cases.device.type == "cuda" else None)
     steps = stage.steps_per_epoch
-    with Progress(config.epochs * steps, f"path{path}", unit="step", initial=start_epoch * steps, logger=log,
-                  quiet=quiet or not main) as bar:
-        for epoch in range(start_epoch + 1, config.epochs + 1):
-            epoch_start = time.perf_counter()
-            bar.set_description(f"path{path} epoch {epoch}/{config.epochs}")
-            train_loss = _epoch(stage, net, optimizer, scheduler, shuffle, bar, cases.device)
-            rng = _rng_states(shuffle, stage.generators, cases.world)
-            if main:
-                val_dice = stage.validate()
-                score = val_dice if not math.isnan(val_dice) else -train_loss
-                if score > best[0] or epoch == 1:
-                    best = (score, epoch)
-                recorder.epoch(epoch, train_loss, val_dice, scheduler.get_last_lr()[-1],
-                               time.perf_counter() - epoch_start)
-                bar.set_postfix(**{"val Dice": f"{val_dice:.3f}"})
-                _save(stage, config, info, epoch, best, Resume(optimizer.state_dict(), scheduler.state_dict(), rng,
-                                                               cases.world))
-            distributed.barrier()  # the others wait while rank 0 validates and writes
+    bar = Progress(config.epochs * steps, f"path{path}", unit="step", initial=start_epoch * steps, logger=log,
+                   quiet=quiet or not main)
+    epochs = range(start_epoch + 1, config.epochs + 1)
+    for epoch in bar.over(epochs, lambda number: f"path{path} epoch {number}/{config.epochs}"):
+        epoch_start = time.perf_counter()
+        train_loss = _epoch(stage, net, optimizer, scheduler, shuffle, bar, cases.device)
+        rng = _rng_states(shuffle, stage.generators, cases.world)
+        if main:
+            val_dice = stage.validate()
+            score = val_dice if not math.isnan(val_dice) else -train_loss
+            if score > best[0] or epoch == 1:
+                best = (score, epoch)
+            recorder.epoch(epoch, train_loss, val_dice, scheduler.get_last_lr()[-1], time.perf_counter() - epoch_start)
+            bar.set_postfix(**{"val Dice": f"{val_dice:.3f}"})
+            _save(stage, config, info, epoch, best, Resume(optimizer.state_dict(), scheduler.state_dict(), rng,
+                                                           cases.world))
+        distributed.barrier()  # the others wait while rank 0 validates and writes
     best = distributed.broadcast(best)
     seconds = time.perf_counter() - start_time
     if main:

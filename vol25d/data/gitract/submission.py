@@ -13,8 +13,8 @@ from vol25d.data.gitract.reading import CLASSES, _case_day_dirs, read_gitract_te
 from vol25d.data.gitract.rle import rle_encode
 
 from vol25d.errors import InputError
-from vol25d.progress import Progress
 from vol25d.files import atomic_path
+from vol25d.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -80,26 +80,22 @@ def submission_rows_for_test_set(src: str | os.PathLike, segment) -> list[tuple[
             :class:`vol25d.infer.Predictor`.
 
     Returns:
-        ``[(id, class, rle), …]`` for :func:`write_submission`. Progress: a bar of the case-days in a terminal
-        or notebook, and a log line per case-day with ``i/N`` and ETA (:mod:`vol25d.progress`).
+        ``[(id, class, rle), …]`` for :func:`write_submission`. Progress: case-days ``i/N`` with ETA
+        (:mod:`vol25d.progress`).
 
     Raises:
         InputError: ``segment`` returned a mask of another shape (naming the case-day and both shapes).
     """
     rows: list[tuple[str, str, str]] = []
-    days = _case_day_dirs(Path(src) / "test")
-    with Progress(len(days), "test case-days", unit="case-day", logger=log, lines=False) as bar:
-        for case_day_dir in days:
-            image, slices = read_gitract_test_case(case_day_dir)
-            pred = np.asarray(segment(image))
-            expected = (*image.shape, len(CLASSES))
-            if pred.shape != expected:
-                raise InputError(
-                    f"{case_day_dir.name}: segment returned a mask of shape {pred.shape}; expected {expected}, "
-                    "(X, Y, Z, classes) on the grid of the image it was given"
-                )
-            rows += submission_rows(case_day_dir.name, pred, [s.number for s in slices])
-            bar.update()
-            log.info("%s: segmented %d test slices (case-day %d/%d, ETA %s)", case_day_dir.name, len(slices), bar.n,
-                     bar.total, bar.eta_text())
+    for case_day_dir in track(_case_day_dirs(Path(src) / "test"), "test case-days", unit="case-day", logger=log):
+        image, slices = read_gitract_test_case(case_day_dir)
+        pred = np.asarray(segment(image))
+        expected = (*image.shape, len(CLASSES))
+        if pred.shape != expected:
+            raise InputError(
+                f"{case_day_dir.name}: segment returned a mask of shape {pred.shape}; expected {expected}, "
+                "(X, Y, Z, classes) on the grid of the image it was given"
+            )
+        rows += submission_rows(case_day_dir.name, pred, [s.number for s in slices])
+        log.info("%s: segmented %d test slices", case_day_dir.name, len(slices))
     return rows
