@@ -78,7 +78,7 @@ def progress_mode(logger: logging.Logger = log, quiet: bool = False) -> str:
         return "off"
     if chosen == "auto":
         chosen = "bar" if _in_notebook() or _is_terminal(sys.stderr) else "lines"
-    return "lines" if chosen == "lines" and configured else "bar" if chosen == "bar" else "off"
+    return "off" if chosen == "lines" and not configured else chosen  # unconfigured, lines would go nowhere
 
 
 def _duration(seconds: float) -> str:
@@ -91,8 +91,9 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Progress of one loop of ``total`` items, as a bar, log lines or nothing (:func:`progress_mode`).
 
-    Use it as a context manager (it closes the bar and stops redirecting log records), call :meth:`update`
-    after each item, and :meth:`set_postfix`/:meth:`set_description` to change what it shows.
+    Use it as a context manager (it closes the bar and stops redirecting log records) or loop over
+    :meth:`over` (a run's epochs), call :meth:`update` after each item, and :meth:`set_postfix` or
+    :meth:`set_description` to change what it shows; :func:`track` wraps a plain loop.
 
     Args:
         total: the number of items of the whole loop.
