@@ -37,8 +37,10 @@ def one_line_error(result, *fragments):
 
 
 def test_train_writes_the_run_folder(run):
-    for name in ("path1.pt", "path1_last.pt", "path2.pt", "path2_last.pt", "path1_metrics.csv", "path2_metrics.csv", "config.yaml"):
+    for name in ("path1.pt", "path1_last.pt", "path2.pt", "path2_last.pt", "path1_metrics.csv", "path2_metrics.csv", "config.yaml",
+                 "progress.png"):
         assert (run / name).is_file(), name
+    assert (run / "progress.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert any((run / "tb").rglob("events.out.tfevents.*"))
     with (run / "path1_metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -124,9 +126,10 @@ def test_predict_view_chunk_bounds_memory_not_the_result(run, phantoms, tmp_path
     np.testing.assert_allclose(one, all_, atol=1e-5)
 
 
-def test_evaluate_prints_a_table_and_writes_csv(run, phantoms, tmp_path):
+def test_evaluate_prints_a_table_and_writes_csv_and_json(run, phantoms, tmp_path):
     vol25d("predict", "-i", phantoms / "imagesTr", "-o", tmp_path / "pred", "-m", run / "path2.pt")
-    result = vol25d("evaluate", "--pred", tmp_path / "pred", "--ref", phantoms / "labelsTr", "--csv", tmp_path / "scores.csv")
+    result = vol25d("evaluate", "--pred", tmp_path / "pred", "--ref", phantoms / "labelsTr", "--csv", tmp_path / "scores.csv",
+                    "--json", tmp_path / "scores.json")
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("mean Dice: ")
     dice = float(last.split(": ")[1])
@@ -134,6 +137,13 @@ def test_evaluate_prints_a_table_and_writes_csv(run, phantoms, tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and {row["class"] for row in rows} == {"vessel"}
     assert abs(np.mean([float(row["dice"]) for row in rows]) - dice) < 1e-3
+    summary = json.loads((tmp_path / "scores.json").read_text())
+    assert summary["sd_ddof"] == 1 and sorted(summary["cases"]) == [row["case"] for row in rows]
+    per_case = [summary["cases"][row["case"]]["vessel"]["dice"] for row in rows]
+    assert per_case == pytest.approx([float(row["dice"]) for row in rows], abs=1e-6)
+    vessel = summary["classes"]["vessel"]["dice"]
+    assert vessel["n"] == 4 and vessel["mean"] == pytest.approx(np.mean(per_case))
+    assert vessel["sd"] == pytest.approx(np.std(per_case, ddof=1)) and abs(summary["mean_dice"] - dice) < 1e-3
 
 
 def test_path2_without_init_is_one_sentence(phantoms, tmp_path):

@@ -18,7 +18,7 @@ import yaml
 from vol25d.distributed import shard
 
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-RUN_FILES = {"config.yaml", "path1.pt", "path1_last.pt", "path1_metrics.csv"}
+RUN_FILES = {"config.yaml", "path1.pt", "path1_last.pt", "path1_metrics.csv", "progress.png"}
 
 
 def _weights(path: Path) -> dict:
@@ -82,16 +82,16 @@ def _worker(rank: int, world: int, port: int, phantoms: Path, tiny_config: Path,
     from vol25d.model import ModelConfig
 
     wrapped = []
-    real_ddp, real_tqdm = loop.DistributedDataParallel, loop.tqdm
+    real_ddp, real_epoch = loop.DistributedDataParallel, loop._epoch
 
     def recording_ddp(module, **options):
         wrapped.append(module)
         return real_ddp(module, **options)
 
-    def interrupting_tqdm(*args, **options):
-        if "epoch 2/" in options.get("desc", ""):
+    def interrupting_epoch(stage, net, optimizer, scheduler, shuffle, bar, device):
+        if "epoch 2/" in bar.description:
             raise KeyboardInterrupt  # on every process at the same point, after epoch 1 was saved
-        return real_tqdm(*args, **options)
+        return real_epoch(stage, net, optimizer, scheduler, shuffle, bar, device)
 
     def final_weights(name: str, result) -> None:
         model = getattr(wrapped[-1], "model", wrapped[-1])  # path 2 wraps the model in its cached-views step
@@ -105,10 +105,10 @@ def _worker(rank: int, world: int, port: int, phantoms: Path, tiny_config: Path,
     second = training.TrainConfig(**settings["train"], path=2, epochs=1, device="cpu", seed=5)
 
     final_weights("straight", training.train(phantoms, out / "straight", first, model_config=model, quiet=True))
-    loop.tqdm = interrupting_tqdm
+    loop._epoch = interrupting_epoch
     with pytest.raises(KeyboardInterrupt):
         training.train(phantoms, out / "resumed", first, model_config=model, quiet=True)
-    loop.tqdm = real_tqdm
+    loop._epoch = real_epoch
     final_weights("resumed", training.train(phantoms, out / "resumed", first, resume=True, quiet=True))
     path1 = out / "straight" / "path1.pt"
     final_weights("path2", training.train(phantoms, out / "straight", second, init=path1, quiet=True))

@@ -132,6 +132,10 @@ def test_train_notebook_writes_a_model_folder_the_inference_notebook_submits_wit
     lines = (out / "runs" / "mip" / "path1_metrics.csv").read_text().splitlines()
     assert lines[1] == epoch_1 and [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
     assert "the model folder gets projection=" in text
+    # Each path shows its progress in the notebook: a tqdm bar, a widget where ipywidgets is installed.
+    widgets = [o for cell in trained.cells for o in cell.get("outputs", [])
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets or all(re.search(rf"path{k} epoch (\d+)/\1: 100%\|", text) for k in (1, 2)), text[-3000:]
     assert len(figures) == 2  # the views the model sees; validation slices with truth and prediction
     assert {p.name for p in model.iterdir()} == {"model.pt", "config.yaml", "path1_metrics.csv", "path2_metrics.csv",
                                                  "validation.json", "dataset-metadata.json"}

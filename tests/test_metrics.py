@@ -177,3 +177,6 @@ def test_summarise_is_nan_safe():
     summary = summarise(rows)
     assert summary["a"]["dice"] == {"mean": 0.5, "std": pytest.approx(math.sqrt(1 / 6)), "n": 3, "n_excluded": 0}
     assert summary["a"]["hd95_mm"] == {"mean": 3.0, "std": 1.0, "n": 2, "n_excluded": 1}
+    sample = summarise(rows, ddof=1)
+    assert sample["a"]["dice"]["std"] == pytest.approx(0.5) and sample["a"]["hd95_mm"]["std"] == pytest.approx(math.sqrt(2))
+    assert math.isnan(summarise(rows[:1], ddof=1)["a"]["dice"]["std"])  # one value has no sample std

@@ -7,8 +7,9 @@ spacing, voxel cap, intensity statistics), the class and channel names, and the 
 ``pathN_last.pt`` also holds what ``--resume`` needs (:class:`Resume`: optimiser, scheduler, RNG states).
 
 A run folder (:class:`RunFolder`) holds, per training path N, ``pathN.pt`` (the best validation epoch),
-``pathN_last.pt``, ``pathN_metrics.csv`` and TensorBoard events under ``tb/pathN``, and one ``config.yaml``
-with a record per path, which ``vol25d train --config RUN/config.yaml`` reads back to re-run the run.
+``pathN_last.pt``, ``pathN_metrics.csv`` and TensorBoard events under ``tb/pathN``, one ``config.yaml``
+with a record per path, which ``vol25d train --config RUN/config.yaml`` reads back to re-run the run, and
+``progress.png``, the curves of the paths' metrics.
 """
 
 from __future__ import annotations
@@ -230,12 +231,14 @@ class RunFolder:
 
     Per training path ``N``: :meth:`best` ``pathN.pt``, :meth:`last` ``pathN_last.pt``, :meth:`metrics`
     ``pathN_metrics.csv``, :meth:`tensorboard` ``tb/pathN``; for the run: :attr:`config` ``config.yaml``,
-    one record per path (:meth:`record`, read back by :meth:`settings`).
+    one record per path (:meth:`record`, read back by :meth:`settings`), and :attr:`progress_plot`
+    ``progress.png`` (:mod:`vol25d.train.curves`).
     """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.config = self.root / "config.yaml"
+        self.progress_plot = self.root / "progress.png"
 
     def best(self, path: int) -> Path:
         """The checkpoint of the best validation epoch."""

@@ -85,7 +85,8 @@ def _cmd_predict(args) -> int:
 def _cmd_evaluate(args) -> int:
     from vol25d.evaluate import evaluate_folders, format_table
 
-    rows, summary = evaluate_folders(args.pred, args.ref, args.csv, allow_missing=args.allow_missing)
+    rows, summary = evaluate_folders(args.pred, args.ref, args.csv, allow_missing=args.allow_missing,
+                                     json_path=args.json)
     print(format_table(rows, summary))
     return 0
 
@@ -280,11 +281,14 @@ def _add_evaluate(commands, parents: list[argparse.ArgumentParser]) -> None:
                  "HD95 (mm), clDice and volume difference per case and class, then mean ± std per class and a "
                  "last line `mean Dice: …`. Every reference needs a prediction (unless --allow-missing) and every "
                  "prediction must lie on its reference's grid (shape and affine). Class names come from a "
-                 "dataset.json beside or above --ref.",
+                 "dataset.json beside or above --ref. --csv writes the per-case table, --json the per-case "
+                 "scores and per-class summary for scripts.",
                  "vol25d evaluate --pred PRED --ref DATASET/labelsTr --csv scores.csv", parents)
     p.add_argument("--pred", required=True, help="folder of predicted label files")
     p.add_argument("--ref", required=True, help="folder of reference label files with the same case names")
     p.add_argument("--csv", help="write the per-case table to this CSV file")
+    p.add_argument("--json", metavar="FILE", help="write the summary for scripts to this JSON file: per case and "
+                   "class every metric, per class mean ± sd (sample sd, ddof 1), n; inf/NaN as null")
     p.add_argument("--allow-missing", action="store_true", help="score the references that have a prediction and "
                    "warn about the others, instead of refusing")
     p.set_defaults(run=_cmd_evaluate)

@@ -1,9 +1,10 @@
 """Score a folder of predictions against a folder of reference labels: per case and class Dice, HD95 (mm),
-clDice and volume difference; mean ± std per class; a printed table and a CSV."""
+clDice and volume difference; mean ± std per class; a printed table, a CSV and a JSON summary."""
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from pathlib import Path
@@ -14,10 +15,11 @@ from vol25d.errors import InputError
 from vol25d.files import atomic_path
 from vol25d.io import read_volume
 from vol25d.metrics import evaluate_case, summarise
+from vol25d.progress import track
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate_folders", "format_table"]
+__all__ = ["evaluate_folders", "format_table", "summary_json"]
 
 _COLUMNS = ("case", "class", "dice", "hd95_mm", "cldice", "volume_pred_ml", "volume_ref_ml", "volume_diff_ml",
             "relative_volume_difference")
@@ -49,7 +51,7 @@ def _predictions(pred_dir: Path, references: dict) -> dict[str, list[Path]]:
 
 
 def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | Path | None = None, *,
-                     allow_missing: bool = False):
+                     allow_missing: bool = False, json_path: str | Path | None = None):
     """Evaluate every prediction in ``pred_dir`` against the reference of the same case name in ``ref_dir``.
 
     Every reference needs a prediction (a half-finished folder would report a mean over the cases done), and
@@ -61,6 +63,9 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | 
         ref_dir: reference label files.
         csv_path: write the per-case table here (atomically).
         allow_missing: score only the references that have a prediction, instead of refusing.
+        json_path: write the summary for scripts here (atomically; see :func:`summary_json`).
+
+    Progress: cases ``i/N`` with ETA (:mod:`vol25d.progress`).
 
     Returns:
         ``(rows, summary)``: one dict per case and class (see :func:`vol25d.metrics.evaluate_case`), and
@@ -86,7 +91,8 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | 
         log.warning("scoring %d of %d references: no prediction for %s", len(predictions), len(references),
                     ", ".join(unpredicted[:5]) + (" …" if len(unpredicted) > 5 else ""))
     rows, names = [], None
-    for case, (pred_path,) in ((c, p[:1]) for c, p in sorted(predictions.items())):
+    scored = ((c, p[:1]) for c, p in sorted(predictions.items()))
+    for case, (pred_path,) in track(scored, "evaluate", total=len(predictions), logger=log):
         ref_path = references[case][0]
         pred, ref = read_volume(pred_path), read_volume(ref_path)
         if pred.shape != ref.shape:
@@ -104,7 +110,45 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | 
     summary = summarise(rows)
     if csv_path is not None:
         _write_csv(rows, Path(csv_path))
+    if json_path is not None:
+        _write_json(summary_json(rows, pred_dir, ref_dir), Path(json_path))
     return rows, summary
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no inf or NaN: ``None`` for them."""
+    return float(value) if math.isfinite(value) else None
+
+
+def summary_json(rows: list[dict], pred_dir: str | Path, ref_dir: str | Path) -> dict:
+    """The evaluation as plain JSON values: each case's metrics per class, and per class the mean, sample
+    standard deviation (ddof 1), number of finite values and number left out of every metric.
+
+    Returns:
+        ``{"pred", "ref", "metrics", "sd_ddof": 1, "non_finite", "mean_dice", "cases": {case: {class:
+        {metric: value}}}, "classes": {class: {metric: {"mean", "sd", "n", "n_excluded"}}}}``; a value that is
+        not finite (an ``inf`` HD95 where one mask is empty, a mean or sd without enough finite values) is
+        ``null``, and the mean and sd leave such values out (counted in ``n_excluded``).
+    """
+    metrics = [key for key in _COLUMNS[2:] if any(key in row for row in rows)]
+    cases: dict[str, dict] = {}
+    for row in rows:
+        cases.setdefault(str(row["case"]), {})[str(row["class"])] = {key: _finite(row[key]) for key in metrics
+                                                                     if key in row}
+    classes = {name: {key: {"mean": _finite(m["mean"]), "sd": _finite(m["std"]), "n": m["n"],
+                            "n_excluded": m["n_excluded"]} for key, m in per_class.items() if key in metrics}
+               for name, per_class in summarise(rows, ddof=1).items()}
+    return {
+        "pred": str(pred_dir), "ref": str(ref_dir), "metrics": metrics, "sd_ddof": 1,
+        "non_finite": "null; left out of mean and sd and counted in n_excluded",
+        "mean_dice": _finite(sum(r["dice"] for r in rows) / len(rows)) if rows else None,
+        "cases": cases, "classes": classes,
+    }
+
+
+def _write_json(summary: dict, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:

@@ -25,6 +25,7 @@ from vol25d.errors import InputError
 from vol25d.io import READ_SUFFIXES, WRITE_SUFFIXES, Volume, image_suffix, is_dicom_folder, read_volume, write_volume
 from vol25d.model import DEFAULT_VIEW_CHUNK, Random25DUNet, check_memory_controls
 from vol25d.ops import backend
+from vol25d.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,9 @@ def predict(
             that exists is complete): continues a folder an interrupted run left half done.
         view_chunk: views pushed through U at once; lower it when the device runs out of memory.
 
+    Progress: a bar of the cases with ETA in a terminal or notebook, and a log line per case
+    ``case i/N NAME → FILE (s, ETA)`` (:mod:`vol25d.progress`).
+
     A multi-label model writes 4-D uint8 labels (one channel per class) and, beside them, a 3-D
     ``<case>_labelmap<ending>`` that Slicer and ITK-SNAP open as a segmentation (see :func:`label_map`).
 
@@ -283,11 +287,14 @@ def predict(
             log.info("--continue: %d of %d case(s) already predicted, skipping them", len(done), len(plans))
         cases = {name: paths for name, paths in cases.items() if name not in done}
     written = []
-    for name, paths in cases.items():
-        start = time.perf_counter()
-        written += _predict_case(predictor, paths, plans[name], threshold=threshold, probabilities=probabilities,
-                                 tta=tta, min_size=min_size)
-        log.info("%s → %s (%.1f s)", name, plans[name]["labels"], time.perf_counter() - start)
+    with Progress(len(cases), "predict", logger=log, lines=False) as bar:  # the case lines say i/N and ETA
+        for name, paths in cases.items():
+            start = time.perf_counter()
+            written += _predict_case(predictor, paths, plans[name], threshold=threshold, probabilities=probabilities,
+                                     tta=tta, min_size=min_size)
+            bar.update()
+            log.info("case %d/%d %s → %s (%.1f s, ETA %s)", bar.n, bar.total, name, plans[name]["labels"],
+                     time.perf_counter() - start, bar.eta_text())
     return written
 
 

@@ -246,7 +246,7 @@ def evaluate_case(
     return rows
 
 
-def summarise(rows: Iterable[Mapping]) -> dict[str, dict[str, dict[str, float]]]:
+def summarise(rows: Iterable[Mapping], ddof: int = 0) -> dict[str, dict[str, dict[str, float]]]:
     """Mean ± standard deviation of every numeric metric, per class, over cases.
 
     Non-finite values (``inf`` HD95 when one mask is empty, ``nan``) are left out of the mean and std and
@@ -254,10 +254,11 @@ def summarise(rows: Iterable[Mapping]) -> dict[str, dict[str, dict[str, float]]]
 
     Args:
         rows: rows of :func:`evaluate_case`, from any number of cases.
+        ddof: delta degrees of freedom of ``std``: 0 the population std, 1 the sample std.
 
     Returns:
-        ``{class: {metric: {"mean", "std", "n", "n_excluded"}}}``; ``std`` is the population std (ddof 0);
-        ``mean`` and ``std`` are ``nan`` when no finite value exists.
+        ``{class: {metric: {"mean", "std", "n", "n_excluded"}}}``; ``mean`` and ``std`` are ``nan`` when no
+        finite value exists, ``std`` also when there are no more than ``ddof`` of them.
     """
     values: dict[str, dict[str, list[float]]] = {}
     for row in rows:
@@ -274,7 +275,7 @@ def summarise(rows: Iterable[Mapping]) -> dict[str, dict[str, dict[str, float]]]
             finite = array[np.isfinite(array)]
             summary[name][key] = {
                 "mean": float(finite.mean()) if finite.size else math.nan,
-                "std": float(finite.std()) if finite.size else math.nan,
+                "std": float(finite.std(ddof=ddof)) if finite.size > ddof else math.nan,
                 "n": int(finite.size),
                 "n_excluded": int(array.size - finite.size),
             }

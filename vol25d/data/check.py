@@ -12,6 +12,7 @@ import numpy as np
 from vol25d.data.dataset import MIN_IMAGE_SIDE, DatasetInfo, _case_names, _scan
 from vol25d.errors import InputError
 from vol25d.io import grid_mismatch
+from vol25d.progress import track
 
 __all__ = ["check_dataset"]
 
@@ -34,6 +35,8 @@ def check_dataset(root: str | os.PathLike) -> list[str]:
 
     Returns:
         The problems, as lines; empty when the dataset is fine.
+
+    Progress: cases ``i/N`` with ETA (:mod:`vol25d.progress`).
     """
     from vol25d.io import read_volume  # file-format libraries load only when files are read
 
@@ -48,7 +51,7 @@ def check_dataset(root: str | os.PathLike) -> list[str]:
         problems.append(f"{root / 'dataset.json'}: numTraining is {info.num_training} but imagesTr holds "
                         f"{n_cases} cases; set it to {n_cases} or add the missing cases")
     allowed = set(info.labels.values())
-    for case in info.cases + info.test_cases:
+    for case in track(info.cases + info.test_cases, "check-data", logger=log):
         log.debug("checking case %s", case.name)
         reference = None  # (path, shape, affine) of the case's first readable file
         for path in case.image_paths + ([case.label_path] if case.label_path else []):

@@ -13,6 +13,7 @@ from vol25d.data.dataset import Case, DatasetInfo
 from vol25d.data.planning import plan_from_volumes, with_voxel_cap
 from vol25d.data.preprocess import PreprocessConfig, RestoreInfo, preprocess_image, preprocess_label
 from vol25d.io import read_volume
+from vol25d.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ def prepare_cases(
     config: PreprocessConfig | None = None,
     options: dict | None = None,
     voxel_cap: Callable[[tuple[int, int, int]], int] | None = None,
+    *,
+    quiet: bool = False,
 ) -> tuple[list[PreparedCase], list[PreparedCase], PreprocessConfig]:
     """Preprocess the training and validation cases.
 
@@ -61,6 +64,8 @@ def prepare_cases(
         voxel_cap: when planning without a ``max_voxels`` option, the cap for the planned median shape
             ``(D, H, W)`` at the median spacing (:func:`vol25d.capacity.plan_voxel_cap`); ``None``: the
             default cap.
+        quiet: no progress (:mod:`vol25d.progress`) of the reading for the plan and of the preprocessing,
+            each cases ``i/N`` with ETA.
 
     Returns:
         ``(train, val, config)``.
@@ -69,7 +74,8 @@ def prepare_cases(
         options = dict(options or {})
         # A generator: each training image is read, sampled and dropped (read again below), so planning holds
         # one native-size image at a time, not the whole training set.
-        images = (read_case_images(case) for case in train_cases)
+        images = (read_case_images(case) for case in track(train_cases, "planning: reading the training images",
+                                                             logger=log, quiet=quiet))
         if voxel_cap is None or "max_voxels" in options:
             config = plan_from_volumes(images, **options)
         else:
@@ -78,6 +84,6 @@ def prepare_cases(
         log.info("preprocessing planned: spacing %s mm, median image %s voxels, voxel cap %s",
                  config.target_spacing_mm, "×".join(map(str, config.planned_shape or ())),
                  config.max_voxels or "none")
-    train = [_prepare(case, dataset, config) for case in train_cases]
-    val = [_prepare(case, dataset, config) for case in val_cases]
-    return train, val, config
+    prepared = [_prepare(case, dataset, config)
+                for case in track([*train_cases, *val_cases], "preprocessing", logger=log, quiet=quiet)]
+    return prepared[:len(train_cases)], prepared[len(train_cases):], config

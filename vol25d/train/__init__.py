@@ -8,8 +8,8 @@
 
 Both run through one loop (:func:`~vol25d.train.loop.fit`) that validates on held-out cases with all ``m``
 directions and writes the run folder (:class:`~vol25d.checkpoint.RunFolder`): ``pathN.pt`` (best validation
-Dice), ``pathN_last.pt`` (for ``resume``), ``pathN_metrics.csv``, ``config.yaml``, TensorBoard events under
-``tb/``.
+Dice), ``pathN_last.pt`` (for ``resume``), ``pathN_metrics.csv``, ``config.yaml``, ``progress.png`` (the
+curves of both paths, :mod:`vol25d.train.curves`), TensorBoard events under ``tb/``.
 
 Under ``torchrun`` (several processes, one GPU each; :mod:`vol25d.distributed`) every optimiser step
 averages the gradients of one volume per process (DistributedDataParallel); rank 0 alone validates, logs

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from vol25d import distributed
 from vol25d.capacity import plan_voxel_cap
@@ -29,8 +27,10 @@ from vol25d.data.preprocess import PreprocessConfig
 from vol25d.device import amp_enabled, resolve_device
 from vol25d.model import ModelConfig
 from vol25d.ops import backend
+from vol25d.progress import Progress
 from vol25d.settings import check_start, model_settings_asked
 from vol25d.train.config import TrainConfig, TrainResult
+from vol25d.train.curves import write_progress_plot
 from vol25d.train.objective import lr_schedule
 from vol25d.train.paths import Cases, Stage, path1, path1_probe, path2, rank_seed
 from vol25d.train.start import resumed_checkpoint, starting_model
@@ -69,7 +69,8 @@ def train(
             channels and classes must be the dataset's; U trains again. Pass a lower ``config.lr`` (the CLI
             defaults to :data:`~vol25d.train.FINE_TUNE_LR`).
         resume: continue from ``out_dir/pathN_last.pt`` (model, optimiser, scheduler, epoch, RNG states).
-        quiet: no progress bar.
+        quiet: no progress (bars or lines, :mod:`vol25d.progress`) of reading, preprocessing, path 2's view
+            cache and training; the log's other lines stay.
         deadline: a wall-clock time (:func:`time.time`) to stop by: after an epoch, when the next one would end
             past it (taking as long as the longest epoch so far), the path stops with its checkpoints written
             and ``resume`` continues it; the result says ``out_of_time``. At least one epoch runs. ``None``:
@@ -99,7 +100,7 @@ def train(
         config = config.for_device(device)
         start_time = time.perf_counter()
         info, stage, resumed = _set_up(data_dir, out_dir, config, device, model_config, preprocess_options, init,
-                                       resume)
+                                       resume, quiet)
         result = fit(stage, config, info, resumed, quiet, start_time, deadline=deadline, on_best=on_best)
         # Every process is done before the group goes. Without this wait a rank that left while rank 0 was still
         # closing its run folder sometimes aborted at exit ("terminate called without an active exception": 2 of
@@ -122,11 +123,13 @@ class RunInfo:
     cases: Cases
 
 
-def _set_up(data_dir, out_dir, config: TrainConfig, device, model_config, preprocess_options, init, resume
-            ) -> tuple[RunInfo, Stage, Checkpoint | None]:
-    """The data split, the starting model, the preprocessed cases and the path's stage."""
+def _set_up(data_dir, out_dir, config: TrainConfig, device, model_config, preprocess_options, init, resume,
+            quiet: bool = False) -> tuple[RunInfo, Stage, Checkpoint | None]:
+    """The data split, the starting model, the preprocessed cases and the path's stage (with progress of the
+    reading, preprocessing and path 2's view cache on rank 0 unless ``quiet``)."""
     run = RunFolder(out_dir)
     rank, world = distributed.rank(), distributed.world_size()
+    quiet = quiet or rank != 0
     dataset = load_dataset(data_dir)
     train_cases, val_cases = split_cases(dataset.cases, config.val_fraction, config.seed)
     # Each process draws its own augmentation (and directions), rank 0 exactly as a single process; fresh
@@ -144,10 +147,10 @@ def _set_up(data_dir, out_dir, config: TrainConfig, device, model_config, prepro
         return distributed.broadcast(cap)
 
     train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, preprocess, preprocess_options,
-                                                     voxel_cap)
+                                                     voxel_cap, quiet=quiet)
     model.to(device)
     cases = Cases(train_data, val_data, device, amp, rank, world)
-    stage = (path1 if config.path == 1 else path2)(model, cases, config)
+    stage = path1(model, cases, config) if config.path == 1 else path2(model, cases, config, quiet=quiet)
     return RunInfo(run, dataset, Path(data_dir), init, preprocess, cases), stage, resumed
 
 
@@ -155,8 +158,10 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
         start_time: float | None = None, *, deadline: float | None = None,
         on_best: Callable[[Path, int, float], None] | None = None) -> TrainResult:
     """Run ``stage`` for ``config.epochs`` epochs (from ``resumed``'s, if given): AdamW with the warm-up and
-    cosine schedule, one optimiser step per volume per process, validation, metrics, TensorBoard and the two
-    checkpoints after every epoch on rank 0. ``deadline`` and ``on_best`` as in :func:`train`."""
+    cosine schedule, one optimiser step per volume per process, validation, metrics, ``progress.png``,
+    TensorBoard and the two checkpoints after every epoch on rank 0, and one progress bar of the whole path
+    (epochs × steps, its ETA, the last loss and validation Dice) on rank 0 unless ``quiet``. ``deadline`` and
+    ``on_best`` as in :func:`train`."""
     start_time = time.perf_counter() if start_time is None else start_time
     cases, path, main = info.cases, config.path, info.cases.rank == 0
     optimizer = torch.optim.AdamW(stage.parameter_groups, lr=config.lr, weight_decay=config.weight_decay)
@@ -168,10 +173,13 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
     if cases.world > 1:  # copies rank 0's weights to every process, then averages the gradients at every backward
         net = DistributedDataParallel(net, device_ids=[cases.device.index] if cases.device.type == "cuda" else None)
     done, out_of_time, longest = start_epoch, False, 0.0
-    for epoch in range(start_epoch + 1, config.epochs + 1):
+    steps = stage.steps_per_epoch
+    bar = Progress(config.epochs * steps, f"path{path}", unit="step", initial=start_epoch * steps, logger=log,
+                   quiet=quiet or not main)
+    epochs = range(start_epoch + 1, config.epochs + 1)
+    for epoch in bar.over(epochs, lambda number: f"path{path} epoch {number}/{config.epochs}"):
         epoch_start = time.perf_counter()
-        train_loss = _epoch(stage, net, optimizer, scheduler, shuffle, f"path{path} epoch {epoch}/{config.epochs}",
-                            quiet or not main, cases.device)
+        train_loss = _epoch(stage, net, optimizer, scheduler, shuffle, bar, cases.device)
         rng = _rng_states(shuffle, stage.generators, cases.world)
         if main:
             val_dice = stage.validate()
@@ -179,6 +187,7 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
             if score > best[0] or epoch == 1:
                 best = (score, epoch)
             recorder.epoch(epoch, train_loss, val_dice, scheduler.get_last_lr()[-1], time.perf_counter() - epoch_start)
+            bar.set_postfix(**{"val Dice": f"{val_dice:.3f}"})
             _save(stage, config, info, epoch, best, Resume(optimizer.state_dict(), scheduler.state_dict(), rng,
                                                            cases.world))
             if on_best is not None and best[1] == epoch:
@@ -198,21 +207,19 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
     return TrainResult(info.run.best(path), info.run.last(path), done, best[0], best[1], seconds, out_of_time)
 
 
-def _epoch(stage: Stage, net, optimizer, scheduler, shuffle: torch.Generator, description: str, silent: bool,
-           device) -> float:
-    """One pass over this process's order of the training cases; the mean loss over all processes."""
+def _epoch(stage: Stage, net, optimizer, scheduler, shuffle: torch.Generator, bar: Progress, device) -> float:
+    """One pass over this process's order of the training cases, a step of ``bar`` each; the mean loss over
+    all processes."""
     net.train()
     losses = []
-    bar = tqdm(stage.order(shuffle), desc=description, disable=silent or not sys.stderr.isatty(), leave=False,
-               unit="vol")
-    for index in bar:
+    for index in stage.order(shuffle):
         loss = stage.step(net, index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.update(loss=f"{losses[-1]:.3f}")
     return distributed.mean(sum(losses) / len(losses), device)
 
 
@@ -255,7 +262,7 @@ def _save(stage: Stage, config: TrainConfig, info: RunInfo, epoch: int, best: tu
 
 
 class _Recorder:
-    """Rank 0's record of a path: ``config.yaml``, the metrics CSV, TensorBoard and the log."""
+    """Rank 0's record of a path: ``config.yaml``, the metrics CSV, ``progress.png``, TensorBoard and the log."""
 
     def __init__(self, stage: Stage, info: RunInfo, config: TrainConfig, start_epoch: int):
         run, path, cases = info.run, config.path, info.cases
@@ -288,6 +295,11 @@ class _Recorder:
             self.writer.add_scalar(f"path{self.path}/{name}", value, epoch)
         log.info("path%d epoch %d/%d: loss %.4f, validation Dice %.4f (%.1f s)", self.path, epoch, self.epochs,
                  train_loss, val_dice, seconds)
+        try:  # a picture of the curves must not end a run
+            write_progress_plot(self.run)
+        except Exception as error:  # noqa: BLE001 — matplotlib can fail in many ways (fonts, backends, disk)
+            log.warning("could not write %s (%s: %s); training goes on", self.run.progress_plot,
+                        type(error).__name__, error)
 
     def close(self, best: tuple[float, int], seconds: float) -> None:
         self.writer.close()

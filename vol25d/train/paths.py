@@ -6,6 +6,7 @@ epochs (DDP, logging, checkpoints, resume).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +20,13 @@ from vol25d.device import autocast
 from vol25d.geometry import random_directions
 from vol25d.model import ModelConfig, Random25DUNet
 from vol25d.ops import mip
+from vol25d.progress import track
 from vol25d.train.config import TrainConfig
 from vol25d.train.objective import Objective
 
 __all__ = ["Cases", "Stage", "path1", "path2", "path1_probe", "rank_seed", "validate"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -132,19 +136,22 @@ def path1_probe(model_config: ModelConfig, config: TrainConfig, shape_dhw: tuple
         return float(loss.detach())
 
 
-def path2(model: Random25DUNet, cases: Cases, config: TrainConfig) -> Stage:
+def path2(model: Random25DUNet, cases: Cases, config: TrainConfig, quiet: bool = False) -> Stage:
     """Path 2 trains F and T at the full learning rate with U frozen.
 
-    U's probabilities at all ``m`` directions of every case are computed once (:func:`view_cache`; each
-    process caches its own share of the training cases, rank 0 also the validation cases). One step: the 3-D
+    U's probabilities at all ``m`` directions of every case are computed once (:func:`view_cache`, with
+    progress unless ``quiet``; each process caches its own share of the training cases, rank 0 also the
+    validation cases). One step: the 3-D
     Dice (+ BCE) of ``T ∘ R ∘ F`` of one case's cached views. Each epoch shuffles the process's share.
     """
     device, amp = cases.device, cases.amp
     objective = Objective(config)
     owned = distributed.shard(list(range(len(cases.train))), cases.rank, cases.world)
     mine = sorted(set(owned))
-    cache = dict(zip(mine, view_cache(model, [cases.train[i] for i in mine], device, amp)))
-    val_cache = view_cache(model, cases.val, device, amp) if cases.rank == 0 else None
+    val = cases.val if cases.rank == 0 else []
+    views = view_cache(model, [*(cases.train[i] for i in mine), *val], device, amp, quiet=quiet)
+    cache = dict(zip(mine, views[:len(mine)]))
+    val_cache = views[len(mine):] if cases.rank == 0 else None
     groups = [{"params": [*_reconstruction_parameters(model), *model.head.parameters()], "lr": config.lr,
                "weight_decay": 0.0}]
 
@@ -168,12 +175,14 @@ def _reconstruction_parameters(model: Random25DUNet) -> list[torch.nn.Parameter]
 
 
 @torch.no_grad()
-def view_cache(model: Random25DUNet, cases: list[PreparedCase], device, amp: bool) -> list[tuple]:
+def view_cache(model: Random25DUNet, cases: list[PreparedCase], device, amp: bool, quiet: bool = False
+               ) -> list[tuple]:
     """U's probabilities of every volume at all ``m`` directions, computed once and kept on ``device``, with the
     image's own views when the reconstruction needs them: ``[(probabilities (1, K, m, D, S), image_views
-    (1, 1, m, D, S) | None)]`` (:meth:`~vol25d.model.Random25DUNet.all_view_probabilities`)."""
+    (1, 1, m, D, S) | None)]`` (:meth:`~vol25d.model.Random25DUNet.all_view_probabilities`); with progress
+    (cases ``i/N``, ETA) unless ``quiet``."""
     cached = []
-    for case in cases:
+    for case in track(cases, "path2: U's views of every case", logger=log, quiet=quiet):
         with autocast(device, amp):
             cached.append(model.all_view_probabilities(case.image[None].to(device)))
     return cached

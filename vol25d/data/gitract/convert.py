@@ -22,6 +22,7 @@ from vol25d.data.gitract.reading import (
 )
 from vol25d.files import atomic_path
 from vol25d.io import write_volume
+from vol25d.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def convert_gitract(src: str | os.PathLike, out: str | os.PathLike,
     case-day's patient, the ``<case>`` folder above it, so that :func:`~vol25d.data.dataset.split_cases` keeps a
     patient's days together) and ``out/slices.json`` (see :func:`load_slice_index`).
 
-    One case-day is in memory at a time. On Kaggle, write ``out`` outside ``/kaggle/working`` (e.g. under
+    One case-day is in memory at a time; progress shows case-days ``i/N`` with ETA (:mod:`vol25d.progress`). On Kaggle, write ``out`` outside ``/kaggle/working`` (e.g. under
     ``/tmp``): the converted copy is as large as the PNGs and does not belong in the notebook's output.
 
     Args:
@@ -79,7 +80,7 @@ def convert_gitract(src: str | os.PathLike, out: str | os.PathLike,
     skipped = sorted(excluded & {day.name for day in every_day})
     if skipped:
         log.info("left out of training: %s (known wrong masks)", ", ".join(skipped))
-    for case_day_dir in train_days:
+    for case_day_dir in track(train_days, "convert-gitract: training case-days", unit="case-day", logger=log):
         image, label = read_gitract_case(case_day_dir, rles)
         write_volume(image, out / "imagesTr" / f"{case_day_dir.name}_0000.nii.gz")
         write_volume(label, out / "labelsTr" / f"{case_day_dir.name}.nii.gz")
@@ -92,7 +93,7 @@ def convert_gitract(src: str | os.PathLike, out: str | os.PathLike,
             "train.csv: %d ids have no slice PNG under %s (e.g. %s)", len(unmatched), src / "train", min(unmatched)
         )
     test_days = _case_day_dirs(src / "test")
-    for case_day_dir in test_days:
+    for case_day_dir in track(test_days, "convert-gitract: test case-days", unit="case-day", logger=log):
         image, slices = read_gitract_test_case(case_day_dir)
         write_volume(image, out / "imagesTs" / f"{case_day_dir.name}_0000.nii.gz")
         index[case_day_dir.name] = _index_entry("test", case_day_dir, slices)

@@ -14,6 +14,7 @@ from vol25d.data.gitract.rle import rle_encode
 
 from vol25d.errors import InputError
 from vol25d.files import atomic_path
+from vol25d.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ def submission_rows_for_test_set(src: str | os.PathLike, segment) -> list[tuple[
             :class:`vol25d.infer.Predictor`.
 
     Returns:
-        ``[(id, class, rle), …]`` for :func:`write_submission`.
+        ``[(id, class, rle), …]`` for :func:`write_submission`. Progress: case-days ``i/N`` with ETA
+        (:mod:`vol25d.progress`).
 
     Raises:
         InputError: ``segment`` returned a mask of another shape (naming the case-day and both shapes), or
@@ -96,7 +98,7 @@ def submission_rows_for_test_set(src: str | os.PathLike, segment) -> list[tuple[
     """
     src = Path(src)
     rows: list[tuple[str, str, str]] = []
-    for case_day_dir in _case_day_dirs(src / "test"):
+    for case_day_dir in track(_case_day_dirs(src / "test"), "test case-days", unit="case-day", logger=log):
         try:
             image, slices = read_gitract_test_case(case_day_dir)
         except _UNREADABLE as error:
