@@ -60,31 +60,23 @@ class ModelConfig:
             detector).
         filter_init: F's starting kernel: ``"identity"`` (the default: ``R ∘ F`` starts as the mean of the
             views over the directions, the fraction of views whose ray through a voxel meets the object) or
-            ``"ramlak"`` (the Ram–Lak ramp, exact for sum projections). U's views are silhouettes, not line
-            integrals: with the same trained U on held-out phantoms, thresholding the plain mean at one
-            threshold for all cases gave Dice 0.48–0.51 per case where the Ram–Lak reconstruction gave
-            0.41–0.48 and the trained Ram–Lak filtration 0.31–0.46, and the ramp's negative lobes sent whole
-            cases to an empty mask when U over-segmented (experiments/results/tuning.md).
+            ``"ramlak"`` (the Ram–Lak ramp, exact for sum projections, the seed method's). Why the identity:
+            docs/method.md, "F starts as the identity".
         filter_fixed_dc: keep F's DC gain (its taps' sum) at its starting value, so training shapes the filter
-            but not its level, which the head's affine sets. Measured: a 193-tap F trained on 48³ phantoms
-            grew tails summing to −13.5, which subtract the amount of vessel seen along the detector; on
-            96³ phantoms every vessel voxel then reconstructed negative and the output was empty (Dice
-            0.00–0.01). Truncated to 17 taps with the DC gain held at 1, the same weights gave 0.48–0.62.
+            but not its level, which the head's affine sets (docs/method.md says what a free DC gain did).
         activation: ``"sigmoid"`` (one probability per class, classes may overlap) or ``"softmax"``
             (exclusive classes, with an implicit background logit of 0).
-        head_norm: ``"affine"`` (per-class ``γ·r + β``) or ``"instance"`` (instance norm with affine).
-            Measured (experiments/results/tuning.md): affine trains faster and higher.
+        head_norm: ``"affine"`` (per-class ``γ·r + β``, the default) or ``"instance"`` (instance norm with
+            affine).
         head_pool: T's 3-D smoothing: ``"none"`` (the default), ``"avg"`` (3×3×3 average pooling, as the seed
-            method) or ``"learned"`` (a 3×3×3 per-class convolution initialised to that average). On the
-            phantoms the average blurs sub-voxel vessels away: with perfect views the best Dice drops from
-            0.79 to 0.53, and trained end to end ``"none"`` reached 0.41 validation Dice where ``"learned"``
-            reached 0.39 and, with Dice loss alone, 0.06 (experiments/results/tuning.md).
+            method) or ``"learned"`` (a 3×3×3 per-class convolution initialised to that average); why none:
+            docs/method.md, "T has no 3-D smoothing".
         head_image: T also reads the image: a 3×3×3 convolution of ``[R ∘ F, image]`` (every class of the
             reconstruction and every image channel in, one correction per class out, starting at zero) is added
             to the reconstruction before T's normalisation, so T can weigh each voxel by its own intensity and its
             neighbours' (a vessel's rim against its background) where the views' back-projection cannot tell
             them apart. One layer, no 3-D stack: memory stays the volume's. ``False`` is T as before (and what
-            checkpoints written before this setting load as). See :class:`Head` for what it measured.
+            checkpoints written before this setting load as); what it changed: docs/method.md, "T reads the image".
         reconstruction: ``"image"`` or ``"seed"``; ``None`` (the default) picks ``"image"`` for
             ``projection="mip"`` and ``"seed"`` for ``"sum"``. ``"seed"`` is the seed method's ``R ∘ F``: the
             filtered views back-projected along whole rays, whose best with perfect views is the visual hull.
@@ -92,11 +84,8 @@ class ModelConfig:
             view's probability goes to a voxel in proportion to ``σ((x - V̂ + margin) / s)``, how close the
             voxel's own intensity ``x`` is to the view's MIP value ``V̂`` at its detector position; ``margin``
             and ``s`` learnable per class. It needs ``projection="mip"``; the image's first channel is the one
-            compared. Trained alike (same U, epochs and data; 3 seeds) it scored higher on held-out vol25d
-            phantoms (0.830 against 0.584), ``experiments/other_phantoms.py``'s (0.541 against 0.473) and the
-            GI-tract-like phantoms (experiments/results/gi_reconstruction.md), although its perfect-view
-            ceiling there is a little lower (0.88 against 0.90, experiments/results/ceiling_gi.md): hence the
-            default. Checkpoints written before it was keep the reconstruction they were trained with.
+            compared. Why it is the default: docs/method.md, "The reconstruction uses the image". Checkpoints
+            written before it was keep the reconstruction they were trained with.
 
     Memory controls are not model settings: ``view_chunk`` and ``checkpoint_views`` are arguments of
     :class:`Random25DUNet` (and of training and prediction), so a model trained with one may run with another.
@@ -226,9 +215,8 @@ class Filtration(nn.Module):
 
 class Explanation(nn.Module):
     """The learnable part of the explained back-projection: per class a ``margin`` and a softness
-    ``s = exp(log_softness)`` (positive by construction). Starts at ``margin = 0.1``, ``s = 0.3``, where the
-    perfect-view ceiling of both phantom generators is within 0.01 of its best (experiments/results/
-    ceiling.md), for images normalised to about ``[0, 1]``."""
+    ``s = exp(log_softness)`` (positive by construction). Starts at ``margin = 0.1``, ``s = 0.3``, for images
+    normalised to about ``[0, 1]`` (docs/method.md, "The reconstruction uses the image", says why there)."""
 
     def __init__(self, classes: int, margin: float = 0.1, softness: float = 0.3):
         super().__init__()
@@ -251,11 +239,9 @@ def conv3x3x3(inputs: torch.Tensor, weight: torch.Tensor, by_slices: bool = Fals
     kernel's three depth planes as ``3·K`` output channels, then adds each output slice's three planes from its
     neighbours. It is what T trains with on the CPU: with a few channels and one volume PyTorch's CPU ``conv3d``
     takes its unvectorised path (``slow_conv3d``) up to about 100³, and its backward is slow above that too,
-    while 2-D convolutions of a batch take oneDNN's. Measured forward and backward, 2 channels in and 1 out,
-    one AMD EPYC thread: 29 → 11 ms at 48³, 343 → 158 ms at 96³, 698 → 462 ms at 128³. Without a gradient
-    (prediction) ``conv3d`` takes oneDNN from about 100³ on, where it was the faster and the leaner (128³:
-    107 against 125 ms; 192³: 0.51 against 0.62 GiB over its inputs), so T uses the slices only where autograd
-    records. CUDA runs ``conv3d`` (cuDNN).
+    while 2-D convolutions of a batch take oneDNN's. Without a gradient (prediction) ``conv3d`` takes oneDNN
+    from about 100³ on, where it is the faster and the leaner, so T uses the slices only where autograd
+    records (timings: docs/benchmarks.md, "T's correction on the CPU"). CUDA runs ``conv3d`` (cuDNN).
     """
     padded = F.pad(inputs, (1,) * 6, mode="replicate")
     if not by_slices:
@@ -275,14 +261,8 @@ class Head(nn.Module):
 
     With ``image_channels`` > 0 (``ModelConfig.head_image``) a 3×3×3 convolution of the reconstruction's
     classes and the image's channels, initialised to zero, is added to the (smoothed) reconstruction, in its
-    units, before the normalisation: ``logits = γ · (r + conv([r, x])) + β``. Measured with ``vol25d train``'s
-    CPU defaults (3 seeds, held-out phantoms, experiments/results/cpu_defaults.md against
-    experiments/results/cpu_defaults_head_image_off/): trained and tested on vol25d's phantoms 0.817 → 0.836
-    at 48³ and 0.806 → 0.850 at 96³, on ``experiments/other_phantoms.py``'s 0.791 → 0.826 and 0.730 → 0.752,
-    on ``experiments/tube_phantoms.py``'s 0.926 → 0.930 and 0.937 → 0.929; across generators +0.020 on
-    average (−0.09 to +0.12); training about 16 % longer on the CPU (389–399 s against 327–351 s, with
-    :func:`conv3x3x3`). On GI-tract-like phantoms (three overlapping classes, experiments/results/gi_head.md)
-    the mean Dice over classes went from 0.584 to 0.645 (3 seeds).
+    units, before the normalisation: ``logits = γ · (r + conv([r, x])) + β``; on the CPU the convolution trains
+    as :func:`conv3x3x3` of slices. What it changed: docs/method.md, "T reads the image".
     """
 
     def __init__(self, classes: int, norm: str, activation: str, pool: str = "none", threshold: float = 0.9,
@@ -302,9 +282,9 @@ class Head(nn.Module):
             self.norm = nn.InstanceNorm3d(classes, affine=True)
         else:
             self.norm = None
-            # Starts as a steep soft threshold at ``threshold`` of the reconstruction (experiments/results/
-            # tuning.md): 0.9 of the views' mean (a voxel that nine views in ten see as object), or 0.15 of the
-            # Ram–Lak reconstruction, where thin vessels' filtered back-projection lands.
+            # Starts as a steep soft threshold at ``threshold`` of the reconstruction (docs/method.md): 0.9 of the
+            # views' mean (a voxel that nine views in ten see as object), or 0.15 of the Ram–Lak reconstruction,
+            # where thin vessels' filtered back-projection lands.
             self.scale = nn.Parameter(torch.full((classes,), float(steepness)))
             self.shift = nn.Parameter(torch.full((classes,), -steepness * threshold))
 
@@ -375,8 +355,8 @@ class Random25DUNet(nn.Module):
         self.unet = ViewUNet(config)
         self.filtration = Filtration(config.out_channels, config.filter_radius, config.filter_init, config.filter_fixed_dc)
         self.explanation = Explanation(config.out_channels) if config.reconstruction == "image" else None
-        # The explained weights are below 1 wherever a view's ray has a brighter voxel: with perfect views the
-        # best thresholds of the mean fell at 0.55–0.65 on both phantom generators (experiments/ceiling.py).
+        # The explained weights are below 1 wherever a view's ray has a brighter voxel, so T starts lower there
+        # (the perfect-view thresholds behind 0.6: docs/method.md, "F starts as the identity").
         threshold, steepness = (0.15, 20.0) if config.filter_init == "ramlak" else (0.9, 40.0)
         if config.reconstruction == "image" and config.filter_init != "ramlak":
             threshold = 0.6

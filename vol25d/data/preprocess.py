@@ -52,12 +52,9 @@ class PreprocessConfig:
         target_spacing_mm: voxel size ``(D, H, W)`` in mm with ``H == W``; ``None`` keeps each image's native
             ``D`` spacing and resamples ``H, W`` to the finer of the two in-plane spacings.
         spacing_tolerance: an image whose own spacing is within this relative difference of the target on
-            every axis (and equal along ``H`` and ``W``) keeps its native grid. Resampling a vessel one or two
-            voxels thin to a spacing 10 % off and back costs a quarter of its Dice (the label's round trip on
-            the phantoms: Dice 0.62–0.73), and far more than the change of scale costs the model: a model
-            trained at 0.57 mm scored Dice 0.54 on another generator's 0.3–0.42 mm phantoms on their native
-            grid, 0.38 resampled to 0.57 mm (experiments/results/tuning.md). ``0`` always resamples
-            (nnU-Net's rule); the voxel cap applies either way.
+            every axis (and equal along ``H`` and ``W``) keeps its native grid, since resampling a vessel one or
+            two voxels thin and back blurs it away (docs/method.md, "Images close to the training spacing keep
+            their own grid"). ``0`` always resamples (nnU-Net's rule); the voxel cap applies either way.
         max_voxels: cap on ``D·H·W`` per image (after padding to ≥ 8); a larger image gets a uniformly
             coarser spacing. ``0``: no cap. Enforced at training and prediction time alike, so a checkpoint
             predicts on the grid it was trained on, whatever the machine.
