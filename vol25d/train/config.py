@@ -19,8 +19,8 @@ FINE_TUNE_MODEL_SETTINGS = ("directions", "views")
 # cases of a new scanner adjusts the trained weights rather than starting over from them.
 FINE_TUNE_LR = 3e-4
 # Epochs of path 1 and path 2 when TrainConfig.epochs is None, by the device the path trains on. On the CPU,
-# what trains 12 phantoms of 48³ (both paths) in about six and a half minutes on two cores (389–399 s), where more
-# epochs were measured to add little (experiments/results/cpu_defaults.md); on a GPU, the long schedule.
+# what trains 12 phantoms of 48³ (both paths) in minutes on two cores, where more epochs add little (the
+# figures: docs/benchmarks.md, "CPU defaults across generators"); on a GPU, the long schedule.
 DEFAULT_EPOCHS = {"cpu": {1: 20, 2: 5}, "cuda": {1: 100, 2: 100}}
 
 
@@ -36,12 +36,10 @@ class TrainConfig:
             and augmentation; path 2: on the cached views of all ``m`` directions).
         lr: peak learning rate of AdamW for U (F and T use ``small_lr_factor`` × it in path 1; path 2 trains
             them at ``lr``); warm-up
-            over the first 5 % of steps, then cosine decay to 0. Default 3e-3 (measured on the phantoms: 1e-3
-            learnt the same but slower).
+            over the first 5 % of steps, then cosine decay to 0. Default 3e-3 (docs/method.md says why).
         weight_decay: AdamW's decoupled weight decay.
-        loss: ``"dice+bce"`` (MONAI ``DiceLoss`` plus BCE on the 3-D output; the default: with Dice alone the
-            head's output stayed under 0.5 for 15 epochs on the phantoms, and path 2 collapsed to an empty
-            mask, where BCE keeps a gradient) or ``"dice"``.
+        loss: ``"dice+bce"`` (MONAI ``DiceLoss`` plus BCE on the 3-D output, the default: BCE keeps a gradient
+            where Dice alone stalls; docs/method.md) or ``"dice"``.
         small_lr_factor: path 1's learning rate of F and T (and the explained reconstruction's margin and
             softness) as a multiple of U's: a handful of parameters, each with a scale of its own.
         view_loss_weight: weight of the auxiliary Dice of U's views against the label's MIPs (path 1 only).
