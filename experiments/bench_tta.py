@@ -6,7 +6,7 @@ views); and both.
 Trains the checkpoint itself (phantoms of 48³, path 1 then path 2, on the CPU with one thread; a smaller
 schedule than the demo's), unless ``--checkpoint`` names one, and predicts held-out phantoms of another
 seed. Prints a table and writes it, with the machine and its load, to ``experiments/results/tta.md``; the
-README and the default of ``vol25d predict --tta`` follow it.
+docs/benchmarks.md and the default of ``vol25d predict --tta`` follow it.
 
 Usage: ``python experiments/bench_tta.py [--checkpoint RUN/path2.pt] [--train 10] [--test 6] [--epochs 6]
 [--note TEXT]``.
