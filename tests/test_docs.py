@@ -1,5 +1,5 @@
 """The documentation as a newcomer meets it: a short README with the set-up commands first, links that lead
-somewhere, docstrings that cite sections docs/design.md has, and a results index that names every file."""
+somewhere, docstrings that cite sections the docs have, and a results index that names every file."""
 
 import re
 from pathlib import Path
