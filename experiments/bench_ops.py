@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import datetime
 import gc
 import logging
 import multiprocessing
@@ -24,7 +23,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +41,9 @@ from vol25d.geometry import default_detector, equal_angles, random_directions, r
 from vol25d.model import DEFAULT_VIEW_CHUNK, Random25DUNet
 from vol25d.ops import backproject, mip, project
 from vol25d.ops.backend import kernels_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import commit, cpu_name, utc_now  # noqa: E402
 
 log = logging.getLogger("bench_ops")
 
@@ -481,14 +482,6 @@ GPU_OPS_HEADER = [
 # ----------------------------------------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def memory_total() -> str:
     with contextlib.suppress(OSError), open("/proc/meminfo") as handle:
         for line in handle:
@@ -504,13 +497,9 @@ def software() -> str:
         triton_version = f"Triton {triton.__version__}"
     except ImportError:
         triton_version = "Triton not importable"
-    commit = "unknown"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=RESULTS.parent, capture_output=True, text=True, timeout=10)
-        commit = result.stdout.strip() if result.returncode == 0 else commit
     return (
         f"Python {platform.python_version()}, torch {torch.__version__}, MONAI {monai.__version__}, {triton_version}, "
-        f"vol25d {vol25d.__version__} at commit {commit} (plus any uncommitted changes in the tree)"
+        f"vol25d {vol25d.__version__} at commit {commit()}"
     )
 
 
@@ -588,8 +577,7 @@ def report(settings: Settings, device: torch.device, argv: list[str], sections: 
     lines = [
         "# vol25d: speed and memory of the model and its operators",
         "",
-        f"Written by `python experiments/bench_ops.py {shlex.join(argv)}` on "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, measuring on the "
+        f"Written by `python experiments/bench_ops.py {shlex.join(argv)}` on {utc_now()}, measuring on the "
         f"{device.type.upper()}; the {other} columns say \"not measured\".",
         "",
         "## Machine",

@@ -1,5 +1,5 @@
 """Timing helpers for the raw Triton kernels of vol25d.ops.triton_kernels (GPU only): a tile sweep and the
-memory floor they are measured against. ``experiments/bench_ops.py`` owns the figures the README quotes;
+memory floor they are measured against. ``experiments/bench_ops.py`` owns the figures docs/benchmarks.md quotes;
 this script is for tuning the tile sizes.
 
 Floor: one read of the volume per view (and one write of the view), at the device-to-device copy bandwidth

@@ -10,28 +10,23 @@ Usage: ``python experiments/bench_predict.py -m RUN/path2.pt [--out experiments/
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 from vol25d.data.phantom import make_phantom
 from vol25d.io import Volume, write_volume
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import machine_line  # noqa: E402
 
 CASES = [((200, 220, 180), (1.0, 1.0, 1.0)), ((512, 512, 20), (0.7, 0.7, 7.0))]
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{machine_line()}; Python {platform.python_version()}"
 
 
 # A fresh wrapper per case: RUSAGE_CHILDREN then holds exactly one `vol25d predict` process.

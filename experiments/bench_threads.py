@@ -11,7 +11,6 @@ Usage: ``python experiments/bench_threads.py [--threads 1 2] [--steps 12] [--rou
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -82,10 +81,10 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.steps, args.data)))
         return
 
-    import torch
-
-    import vol25d
     from vol25d.data.phantom import write_phantom_dataset
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _provenance import cpu_count, machine_line, utc_now
 
     load_start = os.getloadavg()[0]
     runs: dict[int, list[dict]] = {n: [] for n in args.threads}
@@ -105,21 +104,14 @@ def main() -> None:
         cpu = [c for r in results for c in r["cpu"]]
         per_run = ", ".join(f"{statistics.median(r['wall']):.3f}" for r in results)
         rows.append(f"| {n} | {statistics.median(wall):.3f} s | {per_run} | {statistics.median(cpu):.3f} s |")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    processor = platform.processor() or platform.machine()
-    try:
-        processor = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpus = cpu_count()
     text = "\n".join([
         "# torch CPU threads for a path-1 training step",
         "",
         f"Written by `python experiments/bench_threads.py --threads {' '.join(map(str, args.threads))} --steps "
-        f"{args.steps} --rounds {args.rounds}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"{args.steps} --rounds {args.rounds}` on {utc_now()}.",
         "",
-        f"- Machine: {processor}, {cpus} CPU(s) available; {platform.platform()}; torch {torch.__version__}, "
-        f"vol25d {vol25d.__version__}.",
+        f"- Machine: {machine_line()}; {platform.platform()}.",
         f"- Load average {load_start:.1f} at the start and {load_end:.1f} at the end on {cpus} CPU(s)"
         + (" — other jobs shared the CPU, so times are noisy upper bounds." if max(load_start, load_end) > 0.5 else "."),
         *([f"- Note: {args.note}"] if args.note else []),

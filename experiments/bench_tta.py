@@ -6,7 +6,7 @@ views); and both.
 Trains the checkpoint itself (phantoms of 48³, path 1 then path 2, on the CPU with one thread; a smaller
 schedule than the demo's), unless ``--checkpoint`` names one, and predicts held-out phantoms of another
 seed. Prints a table and writes it, with the machine and its load, to ``experiments/results/tta.md``; the
-README and the default of ``vol25d predict --tta`` follow it.
+docs/benchmarks.md and the default of ``vol25d predict --tta`` follow it.
 
 Usage: ``python experiments/bench_tta.py [--checkpoint RUN/path2.pt] [--train 10] [--test 6] [--epochs 6]
 [--note TEXT]``.
@@ -15,16 +15,19 @@ Usage: ``python experiments/bench_tta.py [--checkpoint RUN/path2.pt] [--train 10
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import cpu_count, machine_line, utc_now  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,7 +51,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    import vol25d
     from vol25d.data.phantom import write_phantom_dataset
     from vol25d.infer import Predictor
     from vol25d.io import read_volume
@@ -110,19 +112,13 @@ def main() -> None:
         values = np.array(scores[name])
         rows.append(f"| {name} | {values.mean():.3f} | {(values - base).mean():+.3f} | "
                     f"{', '.join(f'{v:.3f}' for v in values)} | {max(change[name]):.3f} | {statistics.median(seconds[name]):.2f} s |")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        processor = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("model name"))
-    except (OSError, StopIteration):
-        processor = platform.processor() or platform.machine()
+    cpus = cpu_count()
     text = "\n".join([
         "# Test-time augmentation: held-out Dice and time",
         "",
-        f"Written by `python experiments/bench_tta.py` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Written by `python experiments/bench_tta.py` on {utc_now()}.",
         "",
-        f"- Machine: {processor}, {cpus} CPU(s); {platform.platform()}; torch {torch.__version__} on {args.threads} "
-        f"thread(s), vol25d {vol25d.__version__}.",
+        f"- Machine: {machine_line()}; {platform.platform()}; torch on {args.threads} thread(s).",
         f"- Load average {load_start:.1f} at the start and {load_end:.1f} at the end on {cpus} CPU(s)"
         + (" — other jobs shared the CPU, so the times are noisy upper bounds (their ratios hold better)."
            if max(load_start, load_end) > 0.5 else "."),

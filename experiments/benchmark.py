@@ -51,8 +51,6 @@ import argparse
 import csv
 import dataclasses
 import math
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -74,6 +72,9 @@ from vol25d.model import ModelConfig, Random25DUNet
 from vol25d.device import amp_enabled, autocast, resolve_device
 from vol25d.geometry import random_directions
 from vol25d.train import Objective, TrainConfig, train, warmup_cosine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import machine_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("vol25d", "unet3d", "unet3d-patch", "slice2d", "stack25d")
@@ -438,17 +439,8 @@ def write_results(lines: list[str], note: str, out_dir: Path, name: str) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    threads = os.environ.get("OMP_NUM_THREADS", "unset")
-    return f"CPU {cpu}, {os.cpu_count()} cores (OMP_NUM_THREADS={threads}); GPU {gpu}; torch {torch.__version__}"
+    """The report's machine line: :func:`_provenance.machine_line` (CPU, GPU, torch, commit, time)."""
+    return machine_line()
 
 
 def _fmt(value: float, digits: int = 3) -> str:

@@ -30,6 +30,9 @@ try:
 except ImportError as error:  # the summary is written without it; the ops checks refuse to run
     torch, _NO_TORCH = None, f"{type(error).__name__}: {error}"
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import commit, cpu_count, cpu_name, utc_now  # noqa: E402
+
 # Tolerances relative to the largest magnitude of the reference output.
 FP32_RTOL = 1e-4  # float32 sums over a 256-voxel ray in another order
 BF16_RTOL = 2e-2  # bf16 outputs carry 8 significant bits
@@ -215,7 +218,7 @@ def _command(args: list[str]) -> str:
 
 
 def machine_lines() -> list[str]:
-    """GPU, driver, CUDA, torch, Triton, Python and CPU, one line each."""
+    """GPU, driver, CUDA, torch, Triton, Python, CPU, commit and time, one line each."""
     try:
         import triton
 
@@ -232,7 +235,8 @@ def machine_lines() -> list[str]:
         f"- GPU: {name}",
         f"- nvidia-smi: {gpu or 'not available'}",
         f"- {versions}, Triton {triton_version}, Python {platform.python_version()}",
-        f"- CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        f"- CPU: {cpu_name()}, {cpu_count()} cores",
+        f"- vol25d at commit {commit()}; written {utc_now()}",
     ]
 
 

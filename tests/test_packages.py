@@ -54,3 +54,19 @@ except InputError as error:
     done = _run(code)
     assert done.returncode == 0, done.stderr
     assert "scan.mha: reading" in done.stdout and "needs SimpleITK" in done.stdout
+
+
+def test_the_test_extra_asks_for_triton_only_where_it_has_wheels():
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    requirements = [Requirement(line) for line in pyproject["project"]["optional-dependencies"]["test"]]
+    triton = next(r for r in requirements if r.name == "triton")
+    platforms = {("Linux", "x86_64"): True, ("Linux", "aarch64"): True, ("Darwin", "arm64"): False,
+                 ("Darwin", "x86_64"): False, ("Windows", "AMD64"): False}
+    for (system, machine), wanted in platforms.items():
+        assert triton.marker.evaluate({"platform_system": system, "platform_machine": machine}) is wanted, (system, machine)
+    assert all(r.marker is None for r in requirements if r.name != "triton")

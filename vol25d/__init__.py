@@ -2,7 +2,8 @@
 
 Maximum-intensity (or sum) projections of a volume from many directions about its rotation axis, a 2D U-Net
 on every view, a learnable filtration and a linear back-projection that rebuild a 3D mask, and a small
-fine-tuning head. See ``README.md`` for the commands and ``DESIGN.md`` for the method.
+fine-tuning head. See ``README.md`` for the commands, ``docs/method.md`` for the method and
+``docs/design.md`` for the code.
 """
 
 __version__ = "0.1.0"

@@ -23,8 +23,8 @@ __all__ = ["DemoSettings", "run_demo"]
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo: ``cpu()`` is ``vol25d train``'s defaults on 12 phantoms of 48³ (about 6 minutes on
-    2 CPU cores), ``gpu()`` a larger run.
+    """Sizes of the demo: ``cpu()`` is ``vol25d train``'s defaults on 12 phantoms of 48³ (minutes on 2 CPU
+    cores; measured times: docs/benchmarks.md, "The demo"), ``gpu()`` a larger run.
 
     ``path1_epochs``/``path2_epochs`` ``None``: training's default for the device
     (:data:`vol25d.train.DEFAULT_EPOCHS`); ``views`` ``None``: :class:`ModelConfig`'s.

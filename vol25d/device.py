@@ -57,10 +57,8 @@ def auto_threads(cpus: int | None = None) -> int | None:
     """The torch CPU thread count ``--threads auto`` picks: 1 on a machine with at most 2 CPUs, else ``None``
     (torch's own default, one per core); ``None`` too where ``OMP_NUM_THREADS`` is set, which torch follows.
 
-    Measured (experiments/results/bench_threads.md): on a 2-core VM shared with other jobs, a path-1 step of
-    the demo's model of then (p = 24) on a 48³ phantom took 0.235 s with 1 thread and 3.415 s with 2; a demo
-    run with torch's 2 threads took 14 min 27 s, against 7 min 59 s with 1. More cores were not measured, so
-    there torch's default stands.
+    On two cores shared with other jobs, two threads made a training step many times slower than one (the
+    figures: docs/benchmarks.md, "CPU threads"); more cores were not measured, so there torch's default stands.
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return None

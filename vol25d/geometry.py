@@ -1,7 +1,7 @@
 """Projection geometry: directions, detector size and the voxel ↔ detector coordinate maps.
 
-Pure functions on numbers and tensors; they hold the conventions of DESIGN.md ("Geometry conventions") that
-every operator uses. In the ``(h, w)`` plane of a volume ``(D, H, W)`` the centre is
+Pure functions on numbers and tensors; they hold the conventions of docs/design.md ("Geometry conventions")
+that every operator uses. In the ``(h, w)`` plane of a volume ``(D, H, W)`` the centre is
 ``c = ((H - 1) / 2, (W - 1) / 2)``; at angle ``θ`` the ray direction is ``r = (sin θ, cos θ)`` and the
 detector direction ``e = (cos θ, -sin θ)``. Detector bin ``i`` of ``S`` sits at ``s_i = i - (S - 1) / 2``.
 """

@@ -1,8 +1,8 @@
 """Whole-volume prediction: files in, files out on the input's own grid (shape, affine, orientation).
 
-The flow of DESIGN.md: file → :mod:`vol25d.io` (Volume) → :mod:`vol25d.data.preprocess` (canonical,
-resampled, normalised tensor) → the model with all ``m`` directions, in chunks of views → back to the
-native grid → a file with the input's geometry, written atomically.
+The data path of docs/design.md ("The data path, from file to file"): file → :mod:`vol25d.io` (Volume) →
+:mod:`vol25d.data.preprocess` (canonical, resampled, normalised tensor) → the model with all ``m`` directions,
+in chunks of views → back to the native grid → a file with the input's geometry, written atomically.
 """
 
 from __future__ import annotations

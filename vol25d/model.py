@@ -78,9 +78,8 @@ class Filtration(nn.Module):
 
 class Explanation(nn.Module):
     """The learnable part of the explained back-projection: per class a ``margin`` and a softness
-    ``s = exp(log_softness)`` (positive by construction). Starts at ``margin = 0.1``, ``s = 0.3``, where the
-    perfect-view ceiling of both phantom generators is within 0.01 of its best (experiments/results/
-    ceiling.md), for images normalised to about ``[0, 1]``."""
+    ``s = exp(log_softness)`` (positive by construction). Starts at ``margin = 0.1``, ``s = 0.3``, for images
+    normalised to about ``[0, 1]`` (docs/method.md, "The reconstruction uses the image", says why there)."""
 
     def __init__(self, classes: int, margin: float = 0.1, softness: float = 0.3):
         super().__init__()
@@ -103,11 +102,9 @@ def conv3x3x3(inputs: torch.Tensor, weight: torch.Tensor, by_slices: bool = Fals
     kernel's three depth planes as ``3·K`` output channels, then adds each output slice's three planes from its
     neighbours. It is what T trains with on the CPU: with a few channels and one volume PyTorch's CPU ``conv3d``
     takes its unvectorised path (``slow_conv3d``) up to about 100³, and its backward is slow above that too,
-    while 2-D convolutions of a batch take oneDNN's. Measured forward and backward, 2 channels in and 1 out,
-    one AMD EPYC thread: 29 → 11 ms at 48³, 343 → 158 ms at 96³, 698 → 462 ms at 128³. Without a gradient
-    (prediction) ``conv3d`` takes oneDNN from about 100³ on, where it was the faster and the leaner (128³:
-    107 against 125 ms; 192³: 0.51 against 0.62 GiB over its inputs), so T uses the slices only where autograd
-    records. CUDA runs ``conv3d`` (cuDNN).
+    while 2-D convolutions of a batch take oneDNN's. Without a gradient (prediction) ``conv3d`` takes oneDNN
+    from about 100³ on, where it is the faster and the leaner, so T uses the slices only where autograd
+    records (timings: docs/benchmarks.md, "T's correction on the CPU"). CUDA runs ``conv3d`` (cuDNN).
     """
     padded = F.pad(inputs, (1,) * 6, mode="replicate")
     if not by_slices:
@@ -127,14 +124,8 @@ class Head(nn.Module):
 
     With ``image_channels`` > 0 (``ModelConfig.head_image``) a 3×3×3 convolution of the reconstruction's
     classes and the image's channels, initialised to zero, is added to the (smoothed) reconstruction, in its
-    units, before the normalisation: ``logits = γ · (r + conv([r, x])) + β``. Measured with ``vol25d train``'s
-    CPU defaults (3 seeds, held-out phantoms, experiments/results/cpu_defaults.md against
-    experiments/results/cpu_defaults_head_image_off/): trained and tested on vol25d's phantoms 0.817 → 0.836
-    at 48³ and 0.806 → 0.850 at 96³, on ``experiments/other_phantoms.py``'s 0.791 → 0.826 and 0.730 → 0.752,
-    on ``experiments/tube_phantoms.py``'s 0.926 → 0.930 and 0.937 → 0.929; across generators +0.020 on
-    average (−0.09 to +0.12); training about 16 % longer on the CPU (389–399 s against 327–351 s, with
-    :func:`conv3x3x3`). On GI-tract-like phantoms (three overlapping classes, experiments/results/gi_head.md)
-    the mean Dice over classes went from 0.584 to 0.645 (3 seeds).
+    units, before the normalisation: ``logits = γ · (r + conv([r, x])) + β``; on the CPU the convolution trains
+    as :func:`conv3x3x3` of slices. What it changed: docs/method.md, "T reads the image".
     """
 
     def __init__(self, classes: int, norm: str, activation: str, pool: str = "none", threshold: float = 0.9,
@@ -154,9 +145,9 @@ class Head(nn.Module):
             self.norm = nn.InstanceNorm3d(classes, affine=True)
         else:
             self.norm = None
-            # Starts as a steep soft threshold at ``threshold`` of the reconstruction (experiments/results/
-            # tuning.md): 0.9 of the views' mean (a voxel that nine views in ten see as object), or 0.15 of the
-            # Ram–Lak reconstruction, where thin vessels' filtered back-projection lands.
+            # Starts as a steep soft threshold at ``threshold`` of the reconstruction (docs/method.md): 0.9 of the
+            # views' mean (a voxel that nine views in ten see as object), or 0.15 of the Ram–Lak reconstruction,
+            # where thin vessels' filtered back-projection lands.
             self.scale = nn.Parameter(torch.full((classes,), float(steepness)))
             self.shift = nn.Parameter(torch.full((classes,), -steepness * threshold))
 
@@ -227,8 +218,8 @@ class Random25DUNet(nn.Module):
         self.unet = ViewUNet(config)
         self.filtration = Filtration(config.out_channels, config.filter_radius, config.filter_init, config.filter_fixed_dc)
         self.explanation = Explanation(config.out_channels) if config.reconstruction == "image" else None
-        # The explained weights are below 1 wherever a view's ray has a brighter voxel: with perfect views the
-        # best thresholds of the mean fell at 0.55–0.65 on both phantom generators (experiments/ceiling.py).
+        # The explained weights are below 1 wherever a view's ray has a brighter voxel, so T starts lower there
+        # (the perfect-view thresholds behind 0.6: docs/method.md, "F starts as the identity").
         threshold, steepness = (0.15, 20.0) if config.filter_init == "ramlak" else (0.9, 40.0)
         if config.reconstruction == "image" and config.filter_init != "ramlak":
             threshold = 0.6

@@ -58,12 +58,9 @@ class PreprocessConfig:
         target_spacing_mm: voxel size ``(D, H, W)`` in mm with ``H == W``; ``None`` keeps each image's native
             ``D`` spacing and resamples ``H, W`` to the finer of the two in-plane spacings.
         spacing_tolerance: an image whose own spacing is within this relative difference of the target on
-            every axis (and equal along ``H`` and ``W``) keeps its native grid. Resampling a vessel one or two
-            voxels thin to a spacing 10 % off and back costs a quarter of its Dice (the label's round trip on
-            the phantoms: Dice 0.62–0.73), and far more than the change of scale costs the model: a model
-            trained at 0.57 mm scored Dice 0.54 on another generator's 0.3–0.42 mm phantoms on their native
-            grid, 0.38 resampled to 0.57 mm (experiments/results/tuning.md). ``0`` always resamples
-            (nnU-Net's rule); the voxel cap applies either way.
+            every axis (and equal along ``H`` and ``W``) keeps its native grid, since resampling a vessel one or
+            two voxels thin and back blurs it away (docs/method.md, "Images close to the training spacing keep
+            their own grid"). ``0`` always resamples (nnU-Net's rule); the voxel cap applies either way.
         max_voxels: cap on ``D·H·W`` per image (after padding to ≥ 8); a larger image gets a uniformly
             coarser spacing. ``0``: no cap. Enforced at training and prediction time alike, so a checkpoint
             predicts on the grid it was trained on, whatever the machine.
@@ -243,31 +240,23 @@ class ModelConfig:
             detector).
         filter_init: F's starting kernel: ``"identity"`` (the default: ``R ∘ F`` starts as the mean of the
             views over the directions, the fraction of views whose ray through a voxel meets the object) or
-            ``"ramlak"`` (the Ram–Lak ramp, exact for sum projections). U's views are silhouettes, not line
-            integrals: with the same trained U on held-out phantoms, thresholding the plain mean at one
-            threshold for all cases gave Dice 0.48–0.51 per case where the Ram–Lak reconstruction gave
-            0.41–0.48 and the trained Ram–Lak filtration 0.31–0.46, and the ramp's negative lobes sent whole
-            cases to an empty mask when U over-segmented (experiments/results/tuning.md).
+            ``"ramlak"`` (the Ram–Lak ramp, exact for sum projections, the seed method's). Why the identity:
+            docs/method.md, "F starts as the identity".
         filter_fixed_dc: keep F's DC gain (its taps' sum) at its starting value, so training shapes the filter
-            but not its level, which the head's affine sets. Measured: a 193-tap F trained on 48³ phantoms
-            grew tails summing to −13.5, which subtract the amount of vessel seen along the detector; on
-            96³ phantoms every vessel voxel then reconstructed negative and the output was empty (Dice
-            0.00–0.01). Truncated to 17 taps with the DC gain held at 1, the same weights gave 0.48–0.62.
+            but not its level, which the head's affine sets (docs/method.md says what a free DC gain did).
         activation: ``"sigmoid"`` (one probability per class, classes may overlap) or ``"softmax"``
             (exclusive classes, with an implicit background logit of 0).
-        head_norm: ``"affine"`` (per-class ``γ·r + β``) or ``"instance"`` (instance norm with affine).
-            Measured (experiments/results/tuning.md): affine trains faster and higher.
+        head_norm: ``"affine"`` (per-class ``γ·r + β``, the default) or ``"instance"`` (instance norm with
+            affine).
         head_pool: T's 3-D smoothing: ``"none"`` (the default), ``"avg"`` (3×3×3 average pooling, as the seed
-            method) or ``"learned"`` (a 3×3×3 per-class convolution initialised to that average). On the
-            phantoms the average blurs sub-voxel vessels away: with perfect views the best Dice drops from
-            0.79 to 0.53, and trained end to end ``"none"`` reached 0.41 validation Dice where ``"learned"``
-            reached 0.39 and, with Dice loss alone, 0.06 (experiments/results/tuning.md).
+            method) or ``"learned"`` (a 3×3×3 per-class convolution initialised to that average); why none:
+            docs/method.md, "T has no 3-D smoothing".
         head_image: T also reads the image: a 3×3×3 convolution of ``[R ∘ F, image]`` (every class of the
             reconstruction and every image channel in, one correction per class out, starting at zero) is added
             to the reconstruction before T's normalisation, so T can weigh each voxel by its own intensity and its
             neighbours' (a vessel's rim against its background) where the views' back-projection cannot tell
             them apart. One layer, no 3-D stack: memory stays the volume's. ``False`` is T as before (and what
-            checkpoints written before this setting load as). See :class:`~vol25d.model.Head` for what it measured.
+            checkpoints written before this setting load as); what it changed: docs/method.md, "T reads the image".
         reconstruction: ``"image"`` or ``"seed"``; ``None`` (the default) picks ``"image"`` for
             ``projection="mip"`` and ``"seed"`` for ``"sum"``. ``"seed"`` is the seed method's ``R ∘ F``: the
             filtered views back-projected along whole rays, whose best with perfect views is the visual hull.
@@ -275,11 +264,8 @@ class ModelConfig:
             view's probability goes to a voxel in proportion to ``σ((x - V̂ + margin) / s)``, how close the
             voxel's own intensity ``x`` is to the view's MIP value ``V̂`` at its detector position; ``margin``
             and ``s`` learnable per class. It needs ``projection="mip"``; the image's first channel is the one
-            compared. Trained alike (same U, epochs and data; 3 seeds) it scored higher on held-out vol25d
-            phantoms (0.830 against 0.584), ``experiments/other_phantoms.py``'s (0.541 against 0.473) and the
-            GI-tract-like phantoms (experiments/results/gi_reconstruction.md), although its perfect-view
-            ceiling there is a little lower (0.88 against 0.90, experiments/results/ceiling_gi.md): hence the
-            default. Checkpoints written before it was keep the reconstruction they were trained with.
+            compared. Why it is the default: docs/method.md, "The reconstruction uses the image". Checkpoints
+            written before it was keep the reconstruction they were trained with.
 
     Memory controls are not model settings: ``view_chunk`` and ``checkpoint_views`` are arguments of
     :class:`~vol25d.model.Random25DUNet` (and of training and prediction), so a model trained with one may
@@ -357,14 +343,14 @@ class ModelConfig:
 
 # Model settings a fine-tuning run may change: none of them shapes a weight.
 FINE_TUNE_MODEL_SETTINGS = ("directions", "views")
-# U's peak learning rate when TrainConfig.lr is None (measured on the phantoms: 1e-3 learnt the same but slower).
+# U's peak learning rate when TrainConfig.lr is None (docs/method.md says why 3e-3).
 DEFAULT_LR = 3e-3
 # `vol25d train --path 1 --init CKPT` without --lr: a tenth of DEFAULT_LR, so that fine-tuning on a few
 # cases of a new scanner adjusts the trained weights rather than starting over from them.
 FINE_TUNE_LR = 3e-4
 # Epochs of path 1 and path 2 when TrainConfig.epochs is None, by the device the path trains on. On the CPU,
-# what trains 12 phantoms of 48³ (both paths) in about six and a half minutes on two cores (389–399 s), where more
-# epochs were measured to add little (experiments/results/cpu_defaults.md); on a GPU, the long schedule.
+# what trains 12 phantoms of 48³ (both paths) in minutes on two cores, where more epochs add little (the
+# figures: docs/benchmarks.md, "CPU defaults across generators"); on a GPU, the long schedule.
 DEFAULT_EPOCHS = {"cpu": {1: 20, 2: 5}, "cuda": {1: 100, 2: 100}}
 
 
@@ -380,12 +366,10 @@ class TrainConfig:
             and augmentation; path 2: on the cached views of all ``m`` directions).
         lr: peak learning rate of AdamW for U (F and T use ``small_lr_factor`` × it in path 1; path 2 trains
             them at ``lr``); warm-up
-            over the first 5 % of steps, then cosine decay to 0. Default 3e-3 (measured on the phantoms: 1e-3
-            learnt the same but slower).
+            over the first 5 % of steps, then cosine decay to 0. Default 3e-3 (docs/method.md says why).
         weight_decay: AdamW's decoupled weight decay.
-        loss: ``"dice+bce"`` (MONAI ``DiceLoss`` plus BCE on the 3-D output; the default: with Dice alone the
-            head's output stayed under 0.5 for 15 epochs on the phantoms, and path 2 collapsed to an empty
-            mask, where BCE keeps a gradient) or ``"dice"``.
+        loss: ``"dice+bce"`` (MONAI ``DiceLoss`` plus BCE on the 3-D output, the default: BCE keeps a gradient
+            where Dice alone stalls; docs/method.md) or ``"dice"``.
         small_lr_factor: path 1's learning rate of F and T (and the explained reconstruction's margin and
             softness) as a multiple of U's: a handful of parameters, each with a scale of its own.
         view_loss_weight: weight of the auxiliary Dice of U's views against the label's MIPs (path 1 only).

@@ -140,14 +140,11 @@ print(json.dumps({"marks": marks, "seconds": seconds, "train_case_days": len(tra
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import torch
+    """The machine line of the results files (experiments/_provenance.py) and the Python version."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from _provenance import machine_line
 
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{machine_line()}; Python {platform.python_version()}"
 
 
 def main() -> None:

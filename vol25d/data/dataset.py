@@ -1,6 +1,6 @@
 """Datasets in the nnU-Net v2 / MSD layout: listing cases, splitting them, grouping channels, checking files.
 
-The layout (DESIGN.md, "Data")::
+The layout (docs/design.md, "Data")::
 
     ROOT/dataset.json          {"channel_names": {"0": "MRA"}, "labels": {"background": 0, "vessel": 1},
                                 "numTraining": 20, "file_ending": ".nii.gz", "multi_label": false,

@@ -1,6 +1,6 @@
 """The one mapping between a file's voxel order ``(X, Y, Z)`` and the model's ``(D, H, W)``, and its inverse.
 
-DESIGN.md, "Geometry conventions": the array is first reoriented to RAS+ (the closest canonical orientation:
+docs/design.md, "Geometry conventions": the array is first reoriented to RAS+ (the closest canonical orientation:
 axis permutations and flips only, never interpolation — an oblique image stays oblique, its affine carries
 the obliquity), then its axes are ordered so that ``D`` is the rotation axis:
 
@@ -12,7 +12,7 @@ rotation_axis    D        H        W
 ``"LR"``         R (X)    S (Z)    A (Y)
 ===============  =======  =======  =======
 
-``H`` and ``W`` are the two remaining RAS axes in descending order (so ``"SI"`` gives the DESIGN.md default
+``H`` and ``W`` are the two remaining RAS axes in descending order (so ``"SI"`` gives the docs/design.md default
 ``(D, H, W) = (Z, Y, X)``). Every index increases towards R, A or S. MONAI and nnU-Net keep ``(X, Y, Z)``;
 everything in ``vol25d`` after this module works in ``(D, H, W)``.
 """

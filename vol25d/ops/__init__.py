@@ -1,10 +1,10 @@
 """The projection operators of the random 2.5D U-Net, as functions on tensors.
 
 Volumes are ``(B, C, D, H, W)``; views are ``(B, C, p, D, S)``; ``angles`` is a 1-D tensor of ``p`` radians.
-Geometry as in DESIGN.md: rotations about ``D``, ray direction ``(sin θ, cos θ)`` and detector direction
-``(cos θ, -sin θ)`` in ``(h, w)``. CUDA tensors use the Triton kernels (each checked against the reference on
-its first use; the reference kernels take over on a device where one fails), everything else the reference
-kernels (:mod:`vol25d.ops.backend`, ``VOL25D_OPS_BACKEND``).
+Geometry as in docs/design.md ("Geometry conventions"): rotations about ``D``, ray direction ``(sin θ, cos θ)``
+and detector direction ``(cos θ, -sin θ)`` in ``(h, w)``. CUDA tensors use the Triton kernels (each checked
+against the reference on its first use; the reference kernels take over on a device where one fails),
+everything else the reference kernels (:mod:`vol25d.ops.backend`, ``VOL25D_OPS_BACKEND``).
 """
 
 from vol25d.ops.backproject import backproject
