@@ -306,7 +306,8 @@ def train_baseline(name: str, settings: Settings, train_data, augment_config: Au
         _sync(device)
         steps += 1
         last_s = time.perf_counter() - start - elapsed
-    return model, {"steps": steps, "train_s": time.perf_counter() - start, "train_mem": _peak_memory(device)}
+    return model, {"steps": steps, "train_s": time.perf_counter() - start, "last_step_s": last_s,
+                   "train_mem": _peak_memory(device)}
 
 
 # --- vol25d -------------------------------------------------------------------------------------------------

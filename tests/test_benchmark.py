@@ -90,5 +90,6 @@ def test_a_baseline_trains_for_its_budget_of_wall_time_whatever_its_step_costs(t
     augment = benchmark.TrainConfig().augment
     short = benchmark.train_baseline("slice2d", settings, train_data, augment)[1]
     longer = benchmark.train_baseline("slice2d", settings, train_data, augment, budget_s=2.5)[1]
-    assert short["train_s"] >= 0.75 and longer["train_s"] >= 2.2  # the budget, less half a (sub-second) step
+    for run, budget_s in ((short, 1.0), (longer, 2.5)):  # the budget, less half a step (steps slow under load)
+        assert budget_s - 0.5 * run["last_step_s"] <= run["train_s"]
     assert longer["steps"] > short["steps"] >= 1
