@@ -10,7 +10,7 @@ from conftest import TINY_MODEL
 from vol25d.checkpoint import Checkpoint, MetricsLog
 from vol25d.errors import InputError
 from vol25d.model import ModelConfig, Random25DUNet
-from vol25d.train import DEFAULT_EPOCHS, TrainConfig, lr_schedule, train
+from vol25d.train import DEFAULT_EPOCHS, TrainConfig, lr_schedule, paths, train
 
 MODEL = ModelConfig(**TINY_MODEL)
 
@@ -128,6 +128,30 @@ def test_the_best_epoch_by_validation_dice_is_path_n_pt(path1):
     assert result.best_epoch == best and result.best_dice == pytest.approx(scores[best - 1], abs=1e-6)
     saved = Checkpoint.load(out / "path1.pt")
     assert saved.epoch == best and saved.best_epoch == best
+
+
+@pytest.mark.parametrize("path", [2, 1])
+def test_training_from_a_trained_model_keeps_it_unless_an_epoch_beats_it_on_validation(path1, phantoms, tmp_path,
+                                                                                     monkeypatch, path):
+    first = path1[1]
+    scores = iter([0.9, 0.5, 0.4])  # the starting model's validation Dice, then each epoch's: training made it worse
+    monkeypatch.setattr(paths, "validate", lambda *args, **kwargs: next(scores))
+    result = train(phantoms, tmp_path, cpu(path, epochs=2), init=first.checkpoint, quiet=True)
+    assert (result.best_epoch, result.best_dice) == (0, pytest.approx(0.9))
+    saved = Checkpoint.load(result.checkpoint)
+    assert (saved.path, saved.epoch, saved.best_epoch) == (path, 0, 0)
+    start, best = weights(first.checkpoint), weights(result.checkpoint)
+    assert all(torch.equal(start[k], best[k]) for k in start)  # pathN.pt is the model it started from
+    assert changed(start, weights(result.last_checkpoint), "filtration.")  # while the epochs did train
+
+
+def test_path_2_takes_the_best_epoch_once_one_beats_its_starting_model(path1, phantoms, tmp_path, monkeypatch):
+    first = path1[1]
+    scores = iter([0.3, 0.5, 0.4])
+    monkeypatch.setattr(paths, "validate", lambda *args, **kwargs: next(scores))
+    result = train(phantoms, tmp_path, cpu(2, epochs=2), init=first.checkpoint, quiet=True)
+    assert (result.best_epoch, result.best_dice) == (1, pytest.approx(0.5))
+    assert Checkpoint.load(result.checkpoint).epoch == 1
 
 
 def test_the_schedule_warms_up_then_decays_to_zero():

@@ -172,6 +172,8 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
     net = stage.net
     if cases.world > 1:  # copies rank 0's weights to every process, then averages the gradients at every backward
         net = DistributedDataParallel(net, device_ids=[cases.device.index] if cases.device.type == "cuda" else None)
+    if main and resumed is None and info.init is not None:
+        best = _starting_score(stage, config, info, best)
     done, out_of_time, longest = start_epoch, False, 0.0
     steps = stage.steps_per_epoch
     bar = Progress(config.epochs * steps, f"path{path}", unit="step", initial=start_epoch * steps, logger=log,
@@ -184,7 +186,7 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
         if main:
             val_dice = stage.validate()
             score = val_dice if not math.isnan(val_dice) else -train_loss
-            if score > best[0] or epoch == 1:
+            if score > best[0] or best == (float("-inf"), 0):  # the first epoch of a path with no best yet
                 best = (score, epoch)
             recorder.epoch(epoch, train_loss, val_dice, scheduler.get_last_lr()[-1], time.perf_counter() - epoch_start)
             bar.set_postfix(**{"val Dice": f"{val_dice:.3f}"})
@@ -205,6 +207,21 @@ def fit(stage: Stage, config: TrainConfig, info: RunInfo, resumed: Checkpoint | 
     if main:
         recorder.close(best, seconds)
     return TrainResult(info.run.best(path), info.run.last(path), done, best[0], best[1], seconds, out_of_time)
+
+
+def _starting_score(stage: Stage, config: TrainConfig, info: RunInfo, best: tuple[float, int]) -> tuple[float, int]:
+    """The validation Dice of the model a path starts from (``--init``: path 2's path-1 model, or the model
+    path 1 fine-tunes), saved as ``pathN.pt`` at epoch 0, so that an epoch must beat it to replace it: training
+    from a trained model never ends worse on its own validation cases than where it began. ``best`` unchanged
+    when there are no validation cases."""
+    score = stage.validate()
+    if math.isnan(score):
+        return best
+    log.info("path%d: the starting model's validation Dice %.4f (epoch 0); %s keeps it unless an epoch beats it",
+             config.path, score, info.run.best(config.path).name)
+    best = (score, 0)
+    _save_best(stage, config, info, 0, best)
+    return best
 
 
 def _epoch(stage: Stage, net, optimizer, scheduler, shuffle: torch.Generator, bar: Progress, device) -> float:
@@ -249,16 +266,26 @@ def _restore(resumed: Checkpoint | None, optimizer, scheduler, shuffle: torch.Ge
 
 def _save(stage: Stage, config: TrainConfig, info: RunInfo, epoch: int, best: tuple[float, int], resume: Resume):
     """``pathN.pt`` when ``epoch`` is the best so far, and ``pathN_last.pt`` (with ``resume``) always."""
-    checkpoint = Checkpoint.of_model(
+    checkpoint = _checkpoint(stage, config, info, epoch, best)
+    if best[1] == epoch:
+        checkpoint.save(info.run.best(config.path))
+    dataclasses.replace(checkpoint, resume=resume).save(info.run.last(config.path))
+
+
+def _save_best(stage: Stage, config: TrainConfig, info: RunInfo, epoch: int, best: tuple[float, int]) -> None:
+    """``pathN.pt`` of the model as it is now, the best so far at ``epoch``."""
+    _checkpoint(stage, config, info, epoch, best).save(info.run.best(config.path))
+
+
+def _checkpoint(stage: Stage, config: TrainConfig, info: RunInfo, epoch: int, best: tuple[float, int]) -> Checkpoint:
+    """The checkpoint of ``stage``'s model at ``epoch``, with what the run folder records of it."""
+    return Checkpoint.of_model(
         stage.model, preprocess=info.preprocess.to_dict(), class_names=list(info.dataset.class_names),
         channel_names=list(info.dataset.channel_names), multi_label=bool(info.dataset.multi_label), path=config.path,
         train_config=config.to_dict(), dataset=str(info.dataset.root),
         train_cases=[c.name for c in info.cases.train], val_cases=[c.name for c in info.cases.val],
         epoch=epoch, best_dice=best[0], best_epoch=best[1], ops_backend=backend.describe(info.cases.device),
     )
-    if best[1] == epoch:
-        checkpoint.save(info.run.best(config.path))
-    dataclasses.replace(checkpoint, resume=resume).save(info.run.last(config.path))
 
 
 class _Recorder:
