@@ -1,0 +1,225 @@
+"""Where the CPU time of vol25d goes: each stage's share of a whole-volume prediction and of a path-1 training step.
+
+Stages (DESIGN.md): **M** the image's MIPs (``Random25DUNet.projections``), **U** the 2-D U-Net on the views
+(``view_probabilities``), **F+R** the filtration and the (explained, by default) back-projection
+(``reconstruct``), **T** the head, and, for prediction, **preprocess** (``preprocess_image``) and **restore**
+(``restore``) between the file's grid and the model's.
+
+*Prediction*: the default model (m = 64, ``view_chunk`` 16) in eval mode under ``no_grad``, its chunks of views
+run stage by stage exactly as ``Random25DUNet._reconstruct_in_chunks`` runs them, each stage timed; the whole
+``model(x)`` is also timed on its own ("model, end to end"). *Path-1 step*: p random views; each stage's forward
+and backward on detached inputs (U: views → probabilities; F+R: probabilities → reconstruction; T: head, Dice
+loss and their backward), then the AdamW step; "step, end to end" is the same step as
+``experiments/bench_ops.py`` times (MONAI ``DiceLoss``). Every figure is the best of ``--repeats`` runs after a
+warm-up, on float32 random-normal volumes (a phantom for the preprocessing and restore rows).
+
+Usage (one command): ``python experiments/profile_stages.py [--sizes 48 128 256] [--threads 1] [--repeats 3]
+[--out experiments/results/profile_stages.md] [--note TEXT]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.losses import DiceLoss
+
+from vol25d.data.phantom import make_phantom
+from vol25d.data.preprocess import PreprocessConfig, preprocess_image, restore
+from vol25d.geometry import random_directions
+from vol25d.io import Volume
+from vol25d.model import Random25DUNet
+from vol25d.ops.backend import kernels_for
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def best_of(fn, repeats: int) -> float:
+    """Best wall seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def prediction_stages(size: int, repeats: int) -> dict[str, float]:
+    """Seconds per stage of one whole-volume prediction of a ``size``³ volume."""
+    model = Random25DUNet(1, 1).eval()
+    x = torch.randn(1, 1, size, size, size)
+    plane = (size, size)
+    angles = model.angles
+    stages: dict[str, float] = {}
+
+    def staged():
+        times = dict.fromkeys(("M", "U", "F+R", "T"), 0.0)
+        with torch.no_grad():
+            volume = None
+            for start in range(0, angles.numel(), model.view_chunk):
+                part = angles[start : start + model.view_chunk]
+                t0 = time.perf_counter()
+                views = model.projections(x, part)
+                t1 = time.perf_counter()
+                probabilities = model.view_probabilities(views)
+                t2 = time.perf_counter()
+                rebuilt = model.reconstruct(probabilities, part, plane, x, views) * part.numel()
+                volume = rebuilt if volume is None else volume + rebuilt
+                t3 = time.perf_counter()
+                times["M"] += t1 - t0
+                times["U"] += t2 - t1
+                times["F+R"] += t3 - t2
+            t3 = time.perf_counter()
+            model.head(volume / angles.numel(), x)
+            times["T"] += time.perf_counter() - t3
+        return times
+
+    staged()
+    runs = [staged() for _ in range(repeats)]
+    for name in runs[0]:
+        stages[name] = min(run[name] for run in runs)
+
+    image, _, affine = make_phantom((size, size, size), seed=0, spacing=(1.0, 1.0, 1.0))
+    config = PreprocessConfig(max_voxels=0, crop_foreground=False)
+    volume = Volume(image, affine)
+    stages["preprocess"] = best_of(lambda: preprocess_image(volume, config), repeats)
+    tensor, info = preprocess_image(volume, config)
+    prob = torch.rand(1, *tensor.shape[1:])
+    stages["restore"] = best_of(lambda: restore(prob, info), repeats)
+    with torch.no_grad():
+        stages["model, end to end"] = best_of(lambda: model(x), repeats)
+    return stages
+
+
+def train_stages(size: int, views: int, repeats: int) -> dict[str, float]:
+    """Seconds per stage (forward + backward) of one path-1 step on a ``size``³ volume with ``p = views``."""
+    torch.manual_seed(0)
+    model = Random25DUNet(1, 1, views=views).train()
+    x = torch.randn(1, 1, size, size, size)
+    label = (x > 1.5).float()
+    plane = (size, size)
+    loss_fn = DiceLoss(include_background=True, smooth_nr=1e-5, smooth_dr=1e-5)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    angles = random_directions(model.config.directions, views, generator)
+    views_ = model.projections(x, angles)
+    probabilities = model.view_probabilities(views_).detach()
+    rebuilt = model.reconstruct(probabilities, angles, plane, x, views_).detach()
+    stages: dict[str, float] = {}
+    stages["M"] = best_of(lambda: model.projections(x, angles), repeats)
+
+    def u_step():
+        out = model.view_probabilities(views_)
+        out.backward(torch.ones_like(out))
+
+    def fr_step():
+        p = probabilities.clone().requires_grad_(True)
+        out = model.reconstruct(p, angles, plane, x, views_)
+        out.backward(torch.ones_like(out))
+
+    def t_step():
+        r = rebuilt.clone().requires_grad_(True)
+        loss_fn(model.head(r, x), label).backward()
+
+    stages["U"] = best_of(u_step, repeats)
+    stages["F+R"] = best_of(fr_step, repeats)
+    stages["T (with loss)"] = best_of(t_step, repeats)
+    optimizer.zero_grad(set_to_none=True)
+    u_step(), fr_step(), t_step()
+    stages["AdamW step"] = best_of(optimizer.step, repeats)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        chosen = random_directions(model.config.directions, views, generator)
+        loss_fn(model(x, chosen), label).backward()
+        optimizer.step()
+
+    stages["step, end to end"] = best_of(step, repeats)
+    return stages
+
+
+def table(stages: dict[str, float], total_key: str) -> list[str]:
+    """Markdown rows: stage, seconds, share of the sum of the stages (the end-to-end row has no share)."""
+    parts = {k: v for k, v in stages.items() if k != total_key}
+    total = sum(parts.values())
+    rows = ["| stage | seconds | share |", "| --- | --- | --- |"]
+    rows += [f"| {name} | {seconds:.3f} | {100 * seconds / total:.0f} % |" for name, seconds in parts.items()]
+    rows.append(f"| sum of the stages | {total:.3f} | 100 % |")
+    rows.append(f"| {total_key} | {stages[total_key]:.3f} | — |")
+    return rows
+
+
+def commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return head.stdout.strip() + (" (plus uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[48, 128], help="cube sides (default 48 128)")
+    parser.add_argument("--predict-sizes", nargs="+", type=int, default=None,
+                        help="sides for the prediction rows only (default: --sizes)")
+    parser.add_argument("--views", type=int, default=8, help="p of the path-1 step (default 8)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure, best taken (default 3)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "profile_stages.md")
+    parser.add_argument("--note", default=None, help="a line for the report's machine section")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    sections = []
+    for size in args.predict_sizes or args.sizes:
+        print(f"prediction {size}³ …", file=sys.stderr, flush=True)
+        sections += [f"### Prediction, {size}³, m = 64 (chunks of 16 views)", "",
+                     *table(prediction_stages(size, args.repeats), "model, end to end"), ""]
+    for size in args.sizes:
+        print(f"path-1 step {size}³ …", file=sys.stderr, flush=True)
+        sections += [f"### Path-1 training step, {size}³, p = {args.views}", "",
+                     *table(train_stages(size, args.views, args.repeats), "step, end to end"), ""]
+    load_end = os.getloadavg()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python experiments/profile_stages.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        "# vol25d on the CPU: each stage's share of prediction and of a path-1 step", "",
+        f"Written by `{command.strip()}` on {now}.", "",
+        f"- Machine: {cpu_name()}, {os.cpu_count()} CPU(s); {platform.platform()}; torch {torch.__version__} on "
+        f"{args.threads} thread(s).",
+        f"- Load average (1 min) {load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end on "
+        f"{os.cpu_count()} CPU(s); above 0 other jobs shared the cores, so the seconds are upper bounds.",
+        f"- Commit: {commit()}; CPU kernels: `{kernels_for(torch.empty(1)).__name__}`.",
+        *( [f"- Note: {args.note}"] if args.note else []), "",
+        "Stages: M = the image's MIPs, U = the 2-D U-Net on the views, F+R = filtration and explained "
+        "back-projection, T = the head (in training with the Dice loss); prediction also reads preprocess "
+        "(`preprocess_image`, no crop, no resampling cap) and restore (`restore`). Each figure is the best of "
+        f"{args.repeats} runs after a warm-up; the share is of the sum of the stages; training stages are "
+        "forward + backward. See the script's docstring.", "",
+        *sections,
+    ]
+    text = "\n".join(lines)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
