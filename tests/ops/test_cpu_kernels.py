@@ -223,3 +223,33 @@ def test_the_plan_cache_stays_within_its_bound(monkeypatch):
     assert cache.used == sum(cache._bytes(v) for v in cache.items.values())
     # A second call, partly from the cache, gives the same numbers.
     torch.testing.assert_close(cpu_kernels.mip(volume, angles, 23, False)[0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("want", [(True, True, True), (True, False, False), (False, True, True), (False, False, True)])
+def test_explained_backward_computes_only_the_gradients_asked_for(on_backend, want):
+    views, image_views, image, angles, margin, softness = _explained_case(1, 2, (3, 8, 9), seed=7)
+    views = views.reshape(1, 2, *views.shape[1:])
+    inputs = [views.requires_grad_(want[0]), margin.requires_grad_(want[1]), softness.requires_grad_(want[2])]
+
+    def function(v, m, s):
+        return backproject_explained(v, image_views[:, None], image[:, None], angles, m, s)
+
+    _, expected = _gradients(on_backend, "reference", function, *inputs)
+    _, actual = _gradients(on_backend, "cpu", function, *inputs)
+    assert len(actual) == sum(want)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e)
+
+
+def test_explained_gradients_in_float32_match_float64(on_backend):
+    on_backend("cpu")
+    views, image_views, image, angles, margin, softness = _explained_case(1, 1, (2, 9, 8), seed=8)
+    grads = []
+    for dtype in (torch.float64, torch.float32):
+        leaves = [t.to(dtype).requires_grad_(True) for t in (views.reshape(1, 1, *views.shape[1:]), margin, softness)]
+        out = backproject_explained(leaves[0], image_views[:, None].to(dtype), image[:, None].to(dtype),
+                                    angles.to(dtype), leaves[1], leaves[2])
+        grads.append(torch.autograd.grad((out * out.detach()).sum(), leaves))
+    for a, e in zip(grads[1], grads[0]):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-4)

@@ -17,6 +17,8 @@ intermediate copy of the gathered rows (FBGEMM's kernel on x86 for float32).
   sample along the ray (smallest ``j``) wins, as in the reference.
 * :func:`project`, :func:`backproject` and :func:`backproject_explained` use the reference's linear bins
   (:func:`~vol25d.ops.reference._linear_bins`) and guard bins.
+* :func:`backproject_explained_backward` (which :mod:`vol25d.ops.explained` calls where a kernel module has
+  one) computes the explained back-projection's gradients in the same layout.
 * :func:`mip_backward` is the reference's (one scatter per ray: already cheap).
 
 Each view's sampling plan (indices and weights) depends only on the angle and the sizes, so plans are kept
@@ -35,8 +37,8 @@ import torch.nn.functional as F
 from vol25d.geometry import ray_samples
 from vol25d.ops.reference import _bilinear_corners, _inside, _linear_bins, mip_backward
 
-__all__ = ["project", "backproject", "backproject_explained", "mip", "mip_backward", "SEGMENT", "BLOCK_ROWS",
-           "PLAN_CACHE_BYTES"]
+__all__ = ["project", "backproject", "backproject_explained", "backproject_explained_backward", "mip", "mip_backward",
+           "SEGMENT", "BLOCK_ROWS", "PLAN_CACHE_BYTES"]
 
 # Consecutive samples of one ray reduced at once by the MIP (a segment's unused tail repeats its last sample).
 SEGMENT = 16
@@ -296,3 +298,76 @@ def mip(volume: torch.Tensor, angles: torch.Tensor, detector: int, keep_argmax: 
     if keep_argmax:
         argmax = argmax.reshape(count, detector, n, depth).permute(2, 0, 3, 1).contiguous()
     return views, argmax
+
+
+def backproject_explained_backward(
+    grad_volume: torch.Tensor,
+    views: torch.Tensor,
+    image_views: torch.Tensor,
+    image: torch.Tensor,
+    angles: torch.Tensor,
+    margin: torch.Tensor,
+    softness: torch.Tensor,
+    want_views: bool,
+    want_parameters: bool,
+):
+    """Gradients of :func:`backproject_explained`: the same numbers as the per-view composition of the
+    reference operators in :mod:`vol25d.ops.explained`, computed in the row layout (one transpose of
+    ``grad_volume`` and of the image, then per view one interpolation of the probabilities and the image's
+    views together and one projection of the weighted gradient).
+
+    Args:
+        grad_volume: ``(N, D, H, W)`` the gradient of the output, ``N = B · K`` (row ``n`` uses image
+            ``n // K`` and class ``n % K``).
+        views, image_views, image, angles, margin, softness: as in :func:`backproject_explained`.
+        want_views, want_parameters: which gradients to compute.
+
+    Returns:
+        ``(grad_views (N, p, D, S) or None, grad_margin (K,), grad_softness (K,))`` in the compute dtype
+        (float32, or float64 for float64 views); the parameters' are zeros unless ``want_parameters``.
+    """
+    n, count, depth, detector = views.shape
+    height, width = image.shape[-2:]
+    images = image.shape[0]
+    classes = n // images
+    plane = height * width
+    dtype = torch.float64 if views.dtype == torch.float64 else torch.float32
+    grad = _rows(grad_volume.to(dtype)).view(plane, images, classes, depth)
+    x = _rows(image.to(dtype)).view(plane, images, 1, depth)
+    m, s = margin.to(dtype), softness.to(dtype)
+    inv_s = (1 / s).view(1, 1, classes, 1)
+    shift = (m / s).view(1, 1, classes, 1)
+    sa = torch.sigmoid(m / s)
+    a = (m / s).view(1, 1, classes, 1)
+    inv_sa = (1 / sa).view(1, 1, classes, 1)
+    split = n * depth
+    grad_views = torch.empty(count, detector, split, dtype=dtype) if want_views else None
+    grad_margin = torch.zeros(classes, dtype=dtype)
+    grad_softness = torch.zeros(classes, dtype=dtype)
+    if count:
+        bins, weights = _gather_all(angles, dtype, height, width, detector)
+        source = torch.cat([_view_rows(views, dtype), _view_rows(image_views, dtype)], dim=1)
+        z = torch.empty(plane, images, classes, depth, dtype=dtype)
+        sz = torch.empty_like(z)
+        weighted = torch.empty_like(z)
+        for k in range(count):
+            both = F.embedding_bag(bins[:, 2 * k : 2 * k + 2], source, mode="sum",
+                                   per_sample_weights=weights[:, 2 * k : 2 * k + 2])
+            gap = torch.sub(x, both[:, split:].view(plane, images, 1, depth))  # x - V̂_k
+            torch.mul(gap, inv_s, out=z).add_(shift)
+            torch.sigmoid(z, out=sz)
+            torch.mul(grad, sz, out=weighted).mul_(inv_sa)  # grad · weight
+            if want_views:
+                voxels, offsets, bag_weights = _scatter_plan(angles[k], dtype, height, width, detector)
+                bins_k = F.embedding_bag(voxels, weighted.view(plane, split), offsets, mode="sum",
+                                         per_sample_weights=bag_weights)
+                grad_views[k] = bins_k[1 : detector + 1]
+            if want_parameters:
+                common = weighted.mul_(both[:, :split].view(plane, images, classes, depth)).mul_(inv_s)
+                grad_margin += (common * (sa.view(1, 1, classes, 1) - sz)).sum(dim=(0, 1, 3))
+                # a (1 - σ(a)) - z (1 - σ(z)), in place in z
+                z.mul_(sz.neg_().add_(1)).neg_().add_(a * (1 - sa.view(1, 1, classes, 1)))
+                grad_softness += (common * z).sum(dim=(0, 1, 3))
+    if want_views:
+        grad_views = grad_views.reshape(count, detector, n, depth).permute(2, 0, 3, 1).contiguous()
+    return grad_views, grad_margin, grad_softness
