@@ -44,6 +44,8 @@ __all__ = ["project", "backproject", "backproject_explained", "backproject_expla
 SEGMENT = 16
 # Sample rows per block of the MIP: bounds its scratch (a block of rows of N·D values).
 BLOCK_ROWS = 4096
+# Voxel rows per block of the explained back-projection (every view of a block in turn, its sum in cache).
+EXPLAINED_ROWS = 1024
 # Bytes of sampling plans kept between calls.
 PLAN_CACHE_BYTES = 256 * 2**20
 
@@ -147,11 +149,11 @@ def project(volume: torch.Tensor, angles: torch.Tensor, detector: int) -> torch.
 
 
 def _gather_all(angles: torch.Tensor, dtype: torch.dtype, height: int, width: int, detector: int):
-    """Every view's :func:`_gather_plan` side by side, indexing :func:`_view_rows`: bins and weights
-    ``(H·W, 2p)`` (view ``k``'s bins offset by ``k·(S + 3)``)."""
+    """Every view's :func:`_gather_plan`, indexing :func:`_view_rows`: bins and weights ``(p, H·W, 2)``
+    (view ``k``'s bins offset by ``k·(S + 3)``)."""
     plans = [_gather_plan(angles[k], dtype, height, width, detector) for k in range(angles.numel())]
-    bins = torch.cat([b + k * (detector + 3) for k, (b, _) in enumerate(plans)], dim=1)
-    return bins, torch.cat([w for _, w in plans], dim=1)
+    bins = torch.stack([b + k * (detector + 3) for k, (b, _) in enumerate(plans)])
+    return bins, torch.stack([w for _, w in plans])
 
 
 def backproject(views: torch.Tensor, angles: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -162,12 +164,27 @@ def backproject(views: torch.Tensor, angles: torch.Tensor, height: int, width: i
     if count == 0:
         return views.new_zeros(n, depth, height, width)
     bins, weights = _gather_all(angles, views.dtype, height, width, detector)
-    out = F.embedding_bag(bins, _view_rows(views, views.dtype), mode="sum", per_sample_weights=weights)
+    out = F.embedding_bag(bins.transpose(0, 1).reshape(-1, 2 * count), _view_rows(views, views.dtype), mode="sum",
+                          per_sample_weights=weights.transpose(0, 1).reshape(-1, 2 * count))
     return _unrows(out, n, depth, height, width)
 
 
-def backproject_explained(
-    views: torch.Tensor,
+def _explained_sources(views, image_views, image, margin, softness, dtype):
+    """What both explained kernels interpolate and compare, with the weight's affine map folded in:
+    ``source`` :func:`_view_rows` of the probabilities ``(…, N·D)`` beside the image's views times ``-1/s``
+    per class ``(…, N·D)``, so one interpolation gives ``P̂_k`` and ``-V̂_k / s``; and ``xs = x / s + m / s``
+    ``(H·W, B, K, D)``, so that the weight's argument is ``z = xs - V̂_k / s``."""
+    n, count, depth, detector = views.shape
+    images, classes = image.shape[0], n // image.shape[0]
+    inv_s = (1 / softness.to(dtype)).view(1, classes, 1, 1, 1)
+    scaled = (image_views.to(dtype)[:, None] * -inv_s).reshape(n, count, depth, detector)
+    source = torch.cat([_view_rows(views, dtype), _view_rows(scaled, dtype)], dim=1)
+    x = _rows(image.to(dtype)).view(-1, images, 1, depth)
+    xs = x * inv_s.view(1, 1, classes, 1) + (margin.to(dtype) / softness.to(dtype)).view(1, 1, classes, 1)
+    return source, xs
+
+
+def backproject_explained(    views: torch.Tensor,
     image_views: torch.Tensor,
     image: torch.Tensor,
     angles: torch.Tensor,
@@ -185,27 +202,22 @@ def backproject_explained(
     classes = n // images
     plane = height * width
     dtype = torch.float64 if views.dtype == torch.float64 else torch.float32
-    x = _rows(image.to(dtype)).view(plane, images, 1, depth)
     m, s = margin.to(dtype), softness.to(dtype)
-    inv_s = (1 / s).view(1, 1, classes, 1)
-    shift = (m / s).view(1, 1, classes, 1)
     split = n * depth
     out = torch.zeros(plane, images, classes, depth, dtype=dtype)
     if count:
         bins, weights = _gather_all(angles, dtype, height, width, detector)
-        # One source for both interpolations: the probabilities' columns, then the image views'.
-        source = torch.cat([_view_rows(views, dtype), _view_rows(image_views, dtype)], dim=1)
-        block = max(1, min(plane, BLOCK_ROWS // 4))
+        source, xs = _explained_sources(views, image_views, image, margin, softness, dtype)
+        block = max(1, min(plane, EXPLAINED_ROWS))
         weight = torch.empty(block, images, classes, depth, dtype=dtype)
         for start in range(0, plane, block):
             stop = min(start + block, plane)
             rows = stop - start
-            total, xs, w = out[start:stop], x[start:stop], weight[:rows]
+            total, x_block, w = out[start:stop], xs[start:stop], weight[:rows]
             for k in range(count):
-                both = F.embedding_bag(bins[start:stop, 2 * k : 2 * k + 2], source, mode="sum",
-                                       per_sample_weights=weights[start:stop, 2 * k : 2 * k + 2])
-                gap = torch.sub(xs, both[:, split:].view(rows, images, 1, depth))  # x - V̂_k
-                torch.mul(gap, inv_s, out=w).add_(shift).sigmoid_()
+                both = F.embedding_bag(bins[k, start:stop], source, mode="sum",
+                                       per_sample_weights=weights[k, start:stop])
+                torch.add(x_block, both[:, split:].view(rows, images, classes, depth), out=w).sigmoid_()
                 total.addcmul_(both[:, :split].view(rows, images, classes, depth), w)  # P̂_k · weight
     out.div_(torch.sigmoid(m / s).view(1, 1, classes, 1))
     return _unrows(out.view(plane, split), n, depth, height, width).to(views.dtype)
@@ -333,41 +345,54 @@ def backproject_explained_backward(
     plane = height * width
     dtype = torch.float64 if views.dtype == torch.float64 else torch.float32
     grad = _rows(grad_volume.to(dtype)).view(plane, images, classes, depth)
-    x = _rows(image.to(dtype)).view(plane, images, 1, depth)
     m, s = margin.to(dtype), softness.to(dtype)
     inv_s = (1 / s).view(1, 1, classes, 1)
-    shift = (m / s).view(1, 1, classes, 1)
     sa = torch.sigmoid(m / s)
     a = (m / s).view(1, 1, classes, 1)
     inv_sa = (1 / sa).view(1, 1, classes, 1)
     split = n * depth
-    grad_views = torch.empty(count, detector, split, dtype=dtype) if want_views else None
+    grad_views = torch.zeros(count, detector + 3, split, dtype=dtype) if want_views else None
     grad_margin = torch.zeros(classes, dtype=dtype)
     grad_softness = torch.zeros(classes, dtype=dtype)
     if count:
         bins, weights = _gather_all(angles, dtype, height, width, detector)
-        source = torch.cat([_view_rows(views, dtype), _view_rows(image_views, dtype)], dim=1)
-        z = torch.empty(plane, images, classes, depth, dtype=dtype)
-        sz = torch.empty_like(z)
-        weighted = torch.empty_like(z)
-        for k in range(count):
-            both = F.embedding_bag(bins[:, 2 * k : 2 * k + 2], source, mode="sum",
-                                   per_sample_weights=weights[:, 2 * k : 2 * k + 2])
-            gap = torch.sub(x, both[:, split:].view(plane, images, 1, depth))  # x - V̂_k
-            torch.mul(gap, inv_s, out=z).add_(shift)
-            torch.sigmoid(z, out=sz)
-            torch.mul(grad, sz, out=weighted).mul_(inv_sa)  # grad · weight
-            if want_views:
-                voxels, offsets, bag_weights = _scatter_plan(angles[k], dtype, height, width, detector)
-                bins_k = F.embedding_bag(voxels, weighted.view(plane, split), offsets, mode="sum",
-                                         per_sample_weights=bag_weights)
-                grad_views[k] = bins_k[1 : detector + 1]
-            if want_parameters:
-                common = weighted.mul_(both[:, :split].view(plane, images, classes, depth)).mul_(inv_s)
-                grad_margin += (common * (sa.view(1, 1, classes, 1) - sz)).sum(dim=(0, 1, 3))
-                # a (1 - σ(a)) - z (1 - σ(z)), in place in z
-                z.mul_(sz.neg_().add_(1)).neg_().add_(a * (1 - sa.view(1, 1, classes, 1)))
-                grad_softness += (common * z).sum(dim=(0, 1, 3))
+        local = bins - (torch.arange(count) * (detector + 3)).view(count, 1, 1)  # each view's own bins
+        source, xs = _explained_sources(views, image_views, image, margin, softness, dtype)
+        block = max(1, min(plane, EXPLAINED_ROWS))
+        shape = (block, images, classes, depth)
+        z, sz, weighted = (torch.empty(shape, dtype=dtype) for _ in range(3))
+        part = torch.empty(block, split, dtype=dtype)
+        sums_margin, sums_softness = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+        sa4, c4 = sa.view(1, 1, classes, 1), (a * (1 - sa.view(1, 1, classes, 1)))
+        for start in range(0, plane, block):
+            stop = min(start + block, plane)
+            rows = stop - start
+            g, x_block = grad[start:stop], xs[start:stop]
+            z_, sz_, w_, part_ = z[:rows], sz[:rows], weighted[:rows], part[:rows]
+            for k in range(count):
+                both = F.embedding_bag(bins[k, start:stop], source, mode="sum", per_sample_weights=weights[k, start:stop])
+                torch.add(x_block, both[:, split:].view(rows, images, classes, depth), out=z_)  # (x - V̂_k + m) / s
+                torch.sigmoid(z_, out=sz_)
+                torch.mul(g, sz_, out=w_).mul_(inv_sa)  # grad · weight
+                if want_views:  # its projection: each voxel's row spread onto its two bins
+                    flat, w01 = w_.view(rows, split), weights[k, start:stop]
+                    torch.mul(flat, w01[:, 1:2], out=part_)
+                    grad_views[k].index_add_(0, local[k, start:stop, 1], part_)
+                    torch.mul(flat, w01[:, 0:1], out=part_)
+                    grad_views[k].index_add_(0, local[k, start:stop, 0], part_)
+                if want_parameters:
+                    common = w_.mul_(both[:, :split].view(rows, images, classes, depth)).mul_(inv_s)
+                    t = torch.sub(sa4, sz_, out=sz_)  # σ(a) - σ(z)
+                    sums_margin[:rows].addcmul_(common, t)
+                    z_.mul_(t.add_(1 - sa4)).neg_().add_(c4)  # a (1 - σ(a)) - z (1 - σ(z))
+                    sums_softness[:rows].addcmul_(common, z_)
+        if want_parameters:
+            grad_margin = sums_margin.sum(dim=(0, 1, 3))
+            grad_softness = sums_softness.sum(dim=(0, 1, 3))
+        if want_views:
+            grad_views = grad_views[:, 1 : detector + 1]
+    elif want_views:
+        grad_views = torch.zeros(count, detector, split, dtype=dtype)
     if want_views:
         grad_views = grad_views.reshape(count, detector, n, depth).permute(2, 0, 3, 1).contiguous()
     return grad_views, grad_margin, grad_softness
