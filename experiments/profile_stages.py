@@ -11,7 +11,9 @@ run stage by stage exactly as ``Random25DUNet._reconstruct_in_chunks`` runs them
 and backward on detached inputs (U: views → probabilities; F+R: probabilities → reconstruction; T: head, Dice
 loss and their backward), then the AdamW step; "step, end to end" is the same step as
 ``experiments/bench_ops.py`` times (MONAI ``DiceLoss``). Every figure is the best of ``--repeats`` runs after a
-warm-up, on float32 random-normal volumes (a phantom for the preprocessing and restore rows).
+warm-up, in wall and in this thread's CPU seconds, on float32 random-normal volumes (a phantom for the
+preprocessing and restore rows). A last table times vol25d's prediction against a slice U-Net's (``slice2d`` of
+``experiments/benchmark.py``) on the harness's real-size shape, interleaved.
 
 Usage (one command): ``python experiments/profile_stages.py [--sizes 48 128 256] [--threads 1] [--repeats 3]
 [--out experiments/results/profile_stages.md] [--note TEXT]``.
@@ -42,51 +44,67 @@ from vol25d.ops.backend import kernels_for
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def best_of(fn, repeats: int) -> float:
-    """Best wall seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
+def best_of(fn, repeats: int) -> tuple[float, float]:
+    """Best ``(wall, thread CPU)`` seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
     fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.thread_time() - cpu)
+    return min(walls), min(cpus)
 
 
-def prediction_stages(size: int, repeats: int) -> dict[str, float]:
+class _Clock:
+    """Wall and thread-CPU seconds since the last :meth:`lap`."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.thread_time()
+
+    def lap(self) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        elapsed = (wall - self.wall, cpu - self.cpu)
+        self.wall, self.cpu = wall, cpu
+        return elapsed
+
+
+def _add(times: dict, name: str, elapsed: tuple[float, float]) -> None:
+    wall, cpu = times.get(name, (0.0, 0.0))
+    times[name] = (wall + elapsed[0], cpu + elapsed[1])
+
+
+def prediction_stages(size: int, repeats: int) -> dict[str, tuple[float, float]]:
     """Seconds per stage of one whole-volume prediction of a ``size``³ volume."""
     model = Random25DUNet(1, 1).eval()
     x = torch.randn(1, 1, size, size, size)
     plane = (size, size)
     angles = model.angles
-    stages: dict[str, float] = {}
+    stages: dict[str, tuple[float, float]] = {}
 
     def staged():
-        times = dict.fromkeys(("M", "U", "F+R", "T"), 0.0)
+        times: dict[str, tuple[float, float]] = {}
         with torch.no_grad():
             volume = None
             for start in range(0, angles.numel(), model.view_chunk):
                 part = angles[start : start + model.view_chunk]
-                t0 = time.perf_counter()
+                clock = _Clock()
                 views = model.projections(x, part)
-                t1 = time.perf_counter()
+                _add(times, "M", clock.lap())
                 probabilities = model.view_probabilities(views)
-                t2 = time.perf_counter()
+                _add(times, "U", clock.lap())
                 rebuilt = model.reconstruct(probabilities, part, plane, x, views) * part.numel()
                 volume = rebuilt if volume is None else volume + rebuilt
-                t3 = time.perf_counter()
-                times["M"] += t1 - t0
-                times["U"] += t2 - t1
-                times["F+R"] += t3 - t2
-            t3 = time.perf_counter()
+                _add(times, "F+R", clock.lap())
+            clock = _Clock()
             model.head(volume / angles.numel(), x)
-            times["T"] += time.perf_counter() - t3
+            _add(times, "T", clock.lap())
         return times
 
     staged()
     runs = [staged() for _ in range(repeats)]
     for name in runs[0]:
-        stages[name] = min(run[name] for run in runs)
+        stages[name] = (min(run[name][0] for run in runs), min(run[name][1] for run in runs))
 
     image, _, affine = make_phantom((size, size, size), seed=0, spacing=(1.0, 1.0, 1.0))
     config = PreprocessConfig(max_voxels=0, crop_foreground=False)
@@ -100,7 +118,7 @@ def prediction_stages(size: int, repeats: int) -> dict[str, float]:
     return stages
 
 
-def train_stages(size: int, views: int, repeats: int) -> dict[str, float]:
+def train_stages(size: int, views: int, repeats: int) -> dict[str, tuple[float, float]]:
     """Seconds per stage (forward + backward) of one path-1 step on a ``size``³ volume with ``p = views``."""
     torch.manual_seed(0)
     model = Random25DUNet(1, 1, views=views).train()
@@ -114,7 +132,7 @@ def train_stages(size: int, views: int, repeats: int) -> dict[str, float]:
     views_ = model.projections(x, angles)
     probabilities = model.view_probabilities(views_).detach()
     rebuilt = model.reconstruct(probabilities, angles, plane, x, views_).detach()
-    stages: dict[str, float] = {}
+    stages: dict[str, tuple[float, float]] = {}
     stages["M"] = best_of(lambda: model.projections(x, angles), repeats)
 
     def u_step():
@@ -147,15 +165,51 @@ def train_stages(size: int, views: int, repeats: int) -> dict[str, float]:
     return stages
 
 
-def table(stages: dict[str, float], total_key: str) -> list[str]:
-    """Markdown rows: stage, seconds, share of the sum of the stages (the end-to-end row has no share)."""
+def table(stages: dict[str, tuple[float, float]], total_key: str) -> list[str]:
+    """Markdown rows: stage, wall and thread-CPU seconds, share of the sum of the stages' CPU seconds (the
+    end-to-end row has no share)."""
     parts = {k: v for k, v in stages.items() if k != total_key}
-    total = sum(parts.values())
-    rows = ["| stage | seconds | share |", "| --- | --- | --- |"]
-    rows += [f"| {name} | {seconds:.3f} | {100 * seconds / total:.0f} % |" for name, seconds in parts.items()]
-    rows.append(f"| sum of the stages | {total:.3f} | 100 % |")
-    rows.append(f"| {total_key} | {stages[total_key]:.3f} | — |")
+    wall, cpu = sum(v[0] for v in parts.values()), sum(v[1] for v in parts.values())
+    rows = ["| stage | wall s | CPU s | share (CPU) |", "| --- | --- | --- | --- |"]
+    rows += [f"| {name} | {w:.3f} | {c:.3f} | {100 * c / cpu:.0f} % |" for name, (w, c) in parts.items()]
+    rows.append(f"| sum of the stages | {wall:.3f} | {cpu:.3f} | 100 % |")
+    rows.append(f"| {total_key} | {stages[total_key][0]:.3f} | {stages[total_key][1]:.3f} | — |")
     return rows
+
+
+def slice_unet_comparison(shape: tuple[int, int, int], repeats: int) -> list[str]:
+    """vol25d's prediction (the default model, all m = 64 directions) against a slice U-Net's on one
+    ``(D, H, W)`` tensor, interleaved: experiments/benchmark.py's ``slice2d`` (MONAI 2-D ``UNet`` with vol25d's
+    default channels, the ``D`` slices zero-padded to a multiple of 16, 32 at a time)."""
+    from monai.networks.nets import UNet
+
+    model = Random25DUNet(1, 1).eval()
+    config = model.config
+    net = UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=config.channels, strides=config.strides,
+               num_res_units=2).eval()
+    x = torch.randn(1, 1, *shape)
+    multiple = 2 ** len(config.strides)
+    pad_h, pad_w = -shape[1] % multiple, -shape[2] % multiple
+
+    def slice2d():
+        padded = torch.nn.functional.pad(x[0], (0, pad_w, 0, pad_h))  # (1, D, H', W')
+        parts = [net(padded[:, start : start + 32].transpose(0, 1)) for start in range(0, shape[0], 32)]
+        return torch.sigmoid(torch.cat(parts)[..., : shape[1], : shape[2]])
+
+    closures = {"vol25d": lambda: model(x), "slice2d": slice2d}
+    best = {name: (float("inf"), float("inf")) for name in closures}
+    with torch.no_grad():
+        for fn in closures.values():
+            fn()
+        for _ in range(repeats):
+            for name, fn in closures.items():
+                start, c0 = time.perf_counter(), time.thread_time()
+                fn()
+                wall, cpu = time.perf_counter() - start, time.thread_time() - c0
+                best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    (vw, vc), (sw, sc) = best["vol25d"], best["slice2d"]
+    return ["| method | wall s | CPU s |", "| --- | --- | --- |", f"| vol25d, m = 64 | {vw:.3f} | {vc:.3f} |",
+            f"| slice2d | {sw:.3f} | {sc:.3f} |", f"| vol25d ÷ slice2d | {vw / sw:.2f}× | {vc / sc:.2f}× |"]
 
 
 def commit() -> str:
@@ -184,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure, best taken (default 3)")
     parser.add_argument("--out", type=Path, default=RESULTS / "profile_stages.md")
     parser.add_argument("--note", default=None, help="a line for the report's machine section")
+    parser.add_argument("--real-size", type=int, nargs=3, default=(113, 152, 122), metavar=("D", "H", "W"),
+                        help="the (D, H, W) of the prediction against a slice U-Net (default 113 152 122, the "
+                             "harness's preprocessed real-size MRI); 0 0 0 skips it")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
@@ -196,6 +253,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"path-1 step {size}³ …", file=sys.stderr, flush=True)
         sections += [f"### Path-1 training step, {size}³, p = {args.views}", "",
                      *table(train_stages(size, args.views, args.repeats), "step, end to end"), ""]
+    if all(args.real_size):
+        shape = tuple(args.real_size)
+        print(f"vol25d against slice2d at {shape} …", file=sys.stderr, flush=True)
+        sections += [f"### Prediction against a slice U-Net, D×H×W = {'×'.join(map(str, shape))}", "",
+                     *slice_unet_comparison(shape, args.repeats), ""]
     load_end = os.getloadavg()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python experiments/profile_stages.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -212,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
         "back-projection, T = the head (in training with the Dice loss); prediction also reads preprocess "
         "(`preprocess_image`, no crop, no resampling cap) and restore (`restore`). Each figure is the best of "
         f"{args.repeats} runs after a warm-up; the share is of the sum of the stages; training stages are "
-        "forward + backward. See the script's docstring.", "",
+        "forward + backward; wall and this thread's CPU seconds (the steadier figure on a shared machine). See the "
+        "script's docstring.", "",
         *sections,
     ]
     text = "\n".join(lines)
