@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
-    rows = ["| operator | volume | reference wall | CPU kernels wall | reference CPU s | CPU kernels CPU s | speed-up (CPU s) |",
+    rows = ["| operator | volume | reference wall | CPU kernels wall | reference CPU s | CPU kernels CPU s "
+            "| speed-up (CPU s) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for size in args.sizes:
         for name, make in cases(size):

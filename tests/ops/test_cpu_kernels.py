@@ -205,7 +205,8 @@ def test_project_and_backproject_gradients_match_the_reference(on_backend):
     volume = torch.randn(1, 2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
     views = torch.randn(1, 2, 4, 3, 13, dtype=torch.float64, requires_grad=True)
     angles = _angles(4, seed=6, dtype=torch.float64)
-    for function, tensor in ((lambda v: project(v, angles, 13), volume), (lambda v: backproject(v, angles, (9, 8)), views)):
+    cases = ((lambda v: project(v, angles, 13), volume), (lambda v: backproject(v, angles, (9, 8)), views))
+    for function, tensor in cases:
         expected, expected_grad = _gradients(on_backend, "reference", function, tensor)
         actual, actual_grad = _gradients(on_backend, "cpu", function, tensor)
         torch.testing.assert_close(actual, expected)

@@ -21,7 +21,7 @@ intermediate copy of the gathered rows (FBGEMM's kernel on x86 for float32).
   one) computes the explained back-projection's gradients in the same layout.
 * :func:`mip_backward` is the reference's (one scatter per ray: already cheap).
 
-Each view's sampling plan (indices and weights) depends only on the angle and the sizes, so plans are kept
+Each view's sampling plan (``int32`` indices and weights) depends only on the angle and the sizes, so plans are kept
 in a cache bounded to :data:`PLAN_CACHE_BYTES` (training draws its angles from the same m directions).
 Scratch memory beyond the output is one view's samples at most: the MIP works in blocks of whole samples
 (:data:`BLOCK_ROWS` rows), the back-projections one view at a time.
@@ -114,7 +114,7 @@ def _gather_plan(angle: torch.Tensor, dtype: torch.dtype, height: int, width: in
         index0, weight1 = _linear_bins(angle, height, width, detector)
         index1 = (index0 + 1).clamp(max=detector + 2)
         weight1 = weight1.to(dtype)
-        return torch.stack([index0, index1], dim=1), torch.stack([1 - weight1, weight1], dim=1)
+        return torch.stack([index0, index1], dim=1).to(torch.int32), torch.stack([1 - weight1, weight1], dim=1)
 
     return _PLANS.get(("gather", *_key(angle), dtype, height, width, detector), make)
 
@@ -125,11 +125,11 @@ def _scatter_plan(angle: torch.Tensor, dtype: torch.dtype, height: int, width: i
 
     def make():
         bins, weights = _gather_plan(angle, dtype, height, width, detector)
-        bins, weights = bins.reshape(-1), weights.reshape(-1)
+        bins, weights = bins.reshape(-1).long(), weights.reshape(-1)
         order = torch.argsort(bins, stable=True)
-        voxels = torch.arange(height * width).repeat_interleave(2)[order]
+        voxels = torch.arange(height * width, dtype=torch.int32).repeat_interleave(2)[order]
         counts = torch.bincount(bins, minlength=detector + 3)
-        offsets = torch.cumsum(counts, 0) - counts
+        offsets = (torch.cumsum(counts, 0) - counts).to(torch.int32)
         return voxels, offsets, weights[order]
 
     return _PLANS.get(("scatter", *_key(angle), dtype, height, width, detector), make)
@@ -252,7 +252,7 @@ def _mip_plan(angle: torch.Tensor, dtype: torch.dtype, height: int, width: int, 
         most = int(segments.max()) if total else 0
         rows = torch.arange(max(most, 1))[:, None]
         table = torch.where(rows < segments[None, :], starts[None, :] + rows, torch.tensor(total))
-        return (corners.t().contiguous(), weights.t().to(dtype).contiguous(), table, seg_start[:, None],
+        return (corners.t().to(torch.int32).contiguous(), weights.t().to(dtype).contiguous(), table, seg_start[:, None],
                 seg_last[:, None], length > 0)
 
     return _PLANS.get(("mip", *_key(angle), dtype, height, width, detector), make)
@@ -370,7 +370,8 @@ def backproject_explained_backward(
             g, x_block = grad[start:stop], xs[start:stop]
             z_, sz_, w_, part_ = z[:rows], sz[:rows], weighted[:rows], part[:rows]
             for k in range(count):
-                both = F.embedding_bag(bins[k, start:stop], source, mode="sum", per_sample_weights=weights[k, start:stop])
+                both = F.embedding_bag(bins[k, start:stop], source, mode="sum",
+                                       per_sample_weights=weights[k, start:stop])
                 torch.add(x_block, both[:, split:].view(rows, images, classes, depth), out=z_)  # (x - V̂_k + m) / s
                 torch.sigmoid(z_, out=sz_)
                 torch.mul(g, sz_, out=w_).mul_(inv_sa)  # grad · weight
