@@ -356,7 +356,7 @@ def backproject_explained_backward(
     grad_softness = torch.zeros(classes, dtype=dtype)
     if count:
         bins, weights = _gather_all(angles, dtype, height, width, detector)
-        local = bins - (torch.arange(count) * (detector + 3)).view(count, 1, 1)  # each view's own bins
+        local = (bins - (torch.arange(count, dtype=torch.int32) * (detector + 3)).view(count, 1, 1)).long()  # own bins
         source, xs = _explained_sources(views, image_views, image, margin, softness, dtype)
         block = max(1, min(plane, EXPLAINED_ROWS))
         shape = (block, images, classes, depth)
