@@ -356,7 +356,8 @@ def backproject_explained_backward(
     grad_softness = torch.zeros(classes, dtype=dtype)
     if count:
         bins, weights = _gather_all(angles, dtype, height, width, detector)
-        local = (bins - (torch.arange(count, dtype=torch.int32) * (detector + 3)).view(count, 1, 1)).long()  # own bins
+        offsets = (torch.arange(count, dtype=torch.int32) * (detector + 3)).view(count, 1, 1)
+        local = (bins - offsets).long()  # each view's own bins, int64 once for index_add_
         source, xs = _explained_sources(views, image_views, image, margin, softness, dtype)
         block = max(1, min(plane, EXPLAINED_ROWS))
         shape = (block, images, classes, depth)
