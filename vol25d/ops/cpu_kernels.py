@@ -42,7 +42,7 @@ __all__ = ["project", "backproject", "backproject_explained", "backproject_expla
 
 # Consecutive samples of one ray reduced at once by the MIP (a segment's unused tail repeats its last sample).
 SEGMENT = 16
-# Sample rows per block of the MIP: bounds its scratch (a block of rows of N·D values).
+# Sample rows per block of the MIP (whole segments): bounds its scratch (a block of rows of N·D values).
 BLOCK_ROWS = 4096
 # Voxel rows per block of the explained back-projection (every view of a block in turn, its sum in cache).
 EXPLAINED_ROWS = 1024
@@ -226,9 +226,10 @@ def backproject_explained(    views: torch.Tensor,
 def _mip_plan(angle: torch.Tensor, dtype: torch.dtype, height: int, width: int, detector: int):
     """The samples of one view's MIP that lie inside the plane, as segments (see the module docstring).
 
-    Returns ``(corners, weights, table, seg_start, seg_last, hit)``: ``corners`` ``(SEGMENT·G, 4)`` row
-    indices into :func:`_rows` and ``weights`` ``(SEGMENT·G, 4)`` in ``dtype`` of the bilinear samples, ordered
-    sample-major (row ``r·G + g`` is sample ``r`` of segment ``g``); ``table`` ``(B, S)`` the segments of each
+    Returns ``(corners, weights, table, seg_start, seg_last, hit)``: ``corners`` ``(G·SEGMENT, 4)`` row
+    indices into :func:`_rows` and ``weights`` ``(G·SEGMENT, 4)`` in ``dtype`` of the bilinear samples, ordered
+    segment-major (row ``g·SEGMENT + r`` is sample ``r`` of segment ``g``: consecutive samples along a ray
+    share corner rows, which stay in cache); ``table`` ``(B, S)`` the segments of each
     ray, padded with ``G`` (a row of ``-inf``); ``seg_start`` and ``seg_last`` ``(G, 1)`` each segment's
     first sample index ``j`` along its ray and its last offset; ``hit`` ``(S,)`` whether the ray meets a sample.
     """
@@ -246,8 +247,8 @@ def _mip_plan(angle: torch.Tensor, dtype: torch.dtype, height: int, width: int, 
         offset = torch.arange(total) - torch.repeat_interleave(starts, segments)
         seg_start = first[ray] + offset * SEGMENT
         seg_last = torch.minimum(length[ray] - offset * SEGMENT, torch.tensor(SEGMENT)) - 1
-        j = seg_start[None, :] + torch.minimum(torch.arange(SEGMENT)[:, None], seg_last[None, :])  # (SEGMENT, G)
-        i = ray[None, :].expand_as(j)
+        j = seg_start[:, None] + torch.minimum(torch.arange(SEGMENT)[None, :], seg_last[:, None])  # (G, SEGMENT)
+        i = ray[:, None].expand_as(j)
         corners, weights, _ = _bilinear_corners(h_all[i, j].reshape(-1), w_all[i, j].reshape(-1), height, width)
         most = int(segments.max()) if total else 0
         rows = torch.arange(max(most, 1))[:, None]
@@ -277,20 +278,21 @@ def mip(volume: torch.Tensor, angles: torch.Tensor, detector: int, keep_argmax: 
         best = compute.new_full((segments + 1, columns), float("-inf"))
         seg_best = best[:segments]
         best_r = torch.zeros(segments, columns, dtype=torch.int64) if keep_argmax else None
-        if segments:
-            per_block = max(1, BLOCK_ROWS // segments)  # whole samples r (G rows each) per block
-            for r0 in range(0, SEGMENT, per_block):
-                r1 = min(r0 + per_block, SEGMENT)
-                lo, hi = r0 * segments, r1 * segments
-                value = F.embedding_bag(corners[lo:hi], rows, mode="sum", per_sample_weights=weights[lo:hi])
-                value = value.view(r1 - r0, segments, columns)
-                if keep_argmax:
-                    for r in range(r1 - r0):  # strictly greater: the first sample of a tie wins
-                        better = value[r] > seg_best
-                        seg_best.copy_(torch.where(better, value[r], seg_best))
-                        best_r.masked_fill_(better, r0 + r)
-                else:
-                    torch.maximum(seg_best, value.amax(dim=0), out=seg_best)
+        per_block = max(1, BLOCK_ROWS // SEGMENT)  # whole segments per block
+        for g0 in range(0, segments, per_block):
+            g1 = min(g0 + per_block, segments)
+            lo, hi = g0 * SEGMENT, g1 * SEGMENT
+            value = F.embedding_bag(corners[lo:hi], rows, mode="sum", per_sample_weights=weights[lo:hi])
+            value = value.view(g1 - g0, SEGMENT, columns)
+            if keep_argmax:
+                block_best, block_r = value[:, 0].clone(), best_r[g0:g1]
+                for r in range(1, SEGMENT):  # strictly greater: the first sample of a tie wins
+                    better = value[:, r] > block_best
+                    block_best = torch.where(better, value[:, r], block_best)
+                    block_r.masked_fill_(better, r)
+                seg_best[g0:g1] = block_best
+            else:
+                seg_best[g0:g1] = value.amax(dim=1)
         # Segments → rays: the best of each ray's segments (padding entries of the table point at -inf).
         candidates = best.index_select(0, table.reshape(-1)).view(table.shape[0], detector, columns)
         if keep_argmax:
