@@ -59,8 +59,9 @@ def auto_threads(cpus: int | None = None) -> int | None:
 
     Measured (experiments/results/bench_threads.md): on a 2-core VM shared with other jobs, a path-1 step of
     the demo's model of then (p = 24) on a 48³ phantom took 0.235 s with 1 thread and 3.415 s with 2; a demo
-    run with torch's 2 threads took 14 min 27 s, against 7 min 59 s with 1. More cores were not measured, so
-    there torch's default stands.
+    run with torch's 2 threads took 14 min 27 s, against 7 min 59 s with 1. Measured again with the CPU kernels
+    (vol25d.ops.cpu_kernels) on the same kind of shared VM: 0.236 s with 1 thread, 3.02 s with 2. An idle
+    2-core machine was not measured, nor more cores: above 2 CPUs torch's default stands.
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return None
