@@ -57,11 +57,12 @@ def auto_threads(cpus: int | None = None) -> int | None:
     """The torch CPU thread count ``--threads auto`` picks: 1 on a machine with at most 2 CPUs, else ``None``
     (torch's own default, one per core); ``None`` too where ``OMP_NUM_THREADS`` is set, which torch follows.
 
-    Measured (experiments/results/bench_threads.md): on a 2-core VM shared with other jobs, a path-1 step of
-    the demo's model of then (p = 24) on a 48³ phantom took 0.235 s with 1 thread and 3.415 s with 2; a demo
-    run with torch's 2 threads took 14 min 27 s, against 7 min 59 s with 1. Measured again with the CPU kernels
-    (vol25d.ops.cpu_kernels) on the same kind of shared VM: 0.236 s with 1 thread, 3.02 s with 2. An idle
-    2-core machine was not measured, nor more cores: above 2 CPUs torch's default stands.
+    Measured (experiments/bench_threads.py): on a 2-core VM shared with other jobs, a path-1 step of the demo's
+    model of then (p = 24) on a 48³ phantom took 0.235 s with 1 thread and 3.415 s with 2 with the reference
+    kernels, and 0.236 s against 3.02 s with the CPU kernels (vol25d.ops.cpu_kernels; the figures now in
+    experiments/results/bench_threads.md); a demo run with torch's 2 threads took 14 min 27 s, against
+    7 min 59 s with 1. An idle 2-core machine was not measured, nor more cores: above 2 CPUs torch's default
+    stands.
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return None
