@@ -561,7 +561,7 @@ def definitions(settings: Settings, calibration: dict) -> list[str]:
         "directions, `view_chunk` views at a time. Batch 1; bf16 autocast on CUDA, float32 on the CPU.",
         f"- **Operators**: the public `vol25d.ops` functions on float32, batch 1, {settings.views} equally spaced "
         "directions, the default detector. *Selected kernels* are those `vol25d.ops.backend` picks (Triton for "
-        "CUDA tensors, the reference kernels for CPU ones); *reference kernels* the same calls under "
+        "CUDA tensors, `vol25d.ops.cpu_kernels` for CPU ones); *reference kernels* the same calls under "
         "`VOL25D_OPS_BACKEND=reference` (`vol25d/ops/reference.py`, same device). Backward rows time "
         "`torch.autograd.grad` alone after one forward (mip's keeping its argmax); `backproject backward` is "
         "`project`.",
