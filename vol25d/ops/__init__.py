@@ -2,8 +2,8 @@
 
 Volumes are ``(B, C, D, H, W)``; views are ``(B, C, p, D, S)``; ``angles`` is a 1-D tensor of ``p`` radians.
 Geometry as in DESIGN.md: rotations about ``D``, ray direction ``(sin θ, cos θ)`` and detector direction
-``(cos θ, -sin θ)`` in ``(h, w)``. CUDA tensors use Triton kernels, everything else the reference kernels
-(:mod:`vol25d.ops.backend`).
+``(cos θ, -sin θ)`` in ``(h, w)``. CUDA tensors use Triton kernels, CPU tensors the CPU kernels of
+:mod:`vol25d.ops.cpu_kernels`, anything else the reference kernels (:mod:`vol25d.ops.backend`).
 """
 
 from vol25d.ops.backproject import backproject
