@@ -53,13 +53,13 @@ SMOKE_SIZES = ("16", "24")
 # A cell stops timing after `--repeats` runs or once its runs would pass this many seconds (≥ 1 run); on the
 # CPU a call longer than this is timed once, its warm-up serving as the run (nothing to compile there).
 CELL_BUDGET_S = 30.0
-# Largest volume each measurement runs at on a CPU unless --all-cpu, so that the default CPU run takes about ten
-# minutes on 2 shared cores (one thread): there, at 256³, the reference kernels took ~60 s for a 64-view MIP and
-# 14–28 s for a projection or back-projection (more than ×8 per doubling of the side: 512×512×256 would take
-# minutes per call and tens of GB); at 128³ a training step took ~2 s and an inference ~5 s.
+# Largest volume each measurement runs at on a CPU unless --all-cpu. With the reference kernels a 64-view MIP
+# took ~60 s at 256³ on 2 shared cores, so training and inference stopped at 128³; with the CPU kernels
+# (vol25d.ops.cpu_kernels) every cell up to 256³ runs (experiments/results/bench_ops.md). 512×512×256 stays
+# off: tens of GB for the operators' inputs and outputs on such a machine.
 CPU_MAX_VOXELS = {
-    "train": 128**3,
-    "inference": 128**3,
+    "train": 256**3,
+    "inference": 256**3,
     "mip": 256**3,
     "mip backward": 256**3,
     "grid_sample": 256**3,
@@ -550,7 +550,7 @@ def definitions(settings: Settings, calibration: dict) -> list[str]:
         "directions, `view_chunk` views at a time. Batch 1; bf16 autocast on CUDA, float32 on the CPU.",
         f"- **Operators**: the public `vol25d.ops` functions on float32, batch 1, {settings.views} equally spaced "
         "directions, the default detector. *Selected kernels* are those `vol25d.ops.backend` picks (Triton for "
-        "CUDA tensors, the reference kernels for CPU ones); *reference kernels* the same calls under "
+        "CUDA tensors, `vol25d.ops.cpu_kernels` for CPU ones); *reference kernels* the same calls under "
         "`VOL25D_OPS_BACKEND=reference` (`vol25d/ops/reference.py`, same device). Backward rows time "
         "`torch.autograd.grad` alone after one forward (mip's keeping its argmax); `backproject backward` is "
         "`project`.",

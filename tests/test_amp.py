@@ -48,13 +48,15 @@ def test_objective_is_float32_inside_autocast(cuda_autocast):
 
 def test_both_paths_and_prediction_under_cuda_autocast(cuda_autocast, phantoms, tmp_path, monkeypatch):
     from vol25d.model import ViewUNet
-    from vol25d.ops import reference
+    from vol25d.ops.backend import kernels_for
 
     # U runs in bf16 under autocast; F, R and T in float32 (the head's steep threshold needs the digits).
     unet_dtypes, backprojected = set(), set()
-    real_unet, real_backproject = ViewUNet.forward, reference.backproject
+    real_unet, kernels = ViewUNet.forward, kernels_for(torch.zeros(1))  # the kernels CPU tensors run
     monkeypatch.setattr(ViewUNet, "forward", lambda self, v: (out := real_unet(self, v), unet_dtypes.add(out.dtype))[0])
-    monkeypatch.setattr(reference, "backproject", lambda v, *a: backprojected.add(v.dtype) or real_backproject(v, *a))
+    for name in ("backproject", "backproject_explained"):  # R of the seed's and of the explained reconstruction
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda v, *a, real=real, **k: backprojected.add(v.dtype) or real(v, *a, **k))
     model = ModelConfig(**TINY_MODEL)
     one = TrainConfig(path=1, epochs=1, steps_per_case=1, amp=True, device="cpu")
     first = train(phantoms, tmp_path, one, model_config=model, quiet=True)

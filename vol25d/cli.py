@@ -14,7 +14,7 @@ from pathlib import Path
 from vol25d import __version__
 from vol25d.errors import InputError
 from vol25d.settings import (DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MAX_VOXELS, DEFAULT_VIEW_CHUNK, FINE_TUNE_LR,
-                             PROJECTIONS, ModelConfig, TrainConfig, training_settings)
+                             OPS_BACKENDS, PROJECTIONS, ModelConfig, TrainConfig, training_settings)
 
 log = logging.getLogger("vol25d")
 
@@ -177,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="torch CPU threads: auto (default: 1 on a machine with ≤ 2 CPUs, where more were measured "
                          "slower; else torch's default) or a number")
     kernels = argparse.ArgumentParser(add_help=False)
-    kernels.add_argument("--ops-backend", choices=("auto", "triton", "reference"),  # vol25d.ops.backend.BACKENDS
+    kernels.add_argument("--ops-backend", choices=OPS_BACKENDS,
                          help="projection kernels: auto (default: Triton on CUDA, each kernel checked against the "
-                         "reference on its first use, the reference PyTorch kernels wherever one fails), triton or "
-                         "reference; sets VOL25D_OPS_BACKEND")
+                         "reference on its first use, the reference PyTorch kernels wherever one fails; the CPU "
+                         "kernels on the CPU), triton, cpu or reference; sets VOL25D_OPS_BACKEND")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     _add_train(commands, [common, threads, kernels])
     _add_predict(commands, [common, threads, kernels])

@@ -57,8 +57,10 @@ def auto_threads(cpus: int | None = None) -> int | None:
     """The torch CPU thread count ``--threads auto`` picks: 1 on a machine with at most 2 CPUs, else ``None``
     (torch's own default, one per core); ``None`` too where ``OMP_NUM_THREADS`` is set, which torch follows.
 
-    On two cores shared with other jobs, two threads made a training step many times slower than one (the
-    figures: docs/benchmarks.md, "CPU threads"); more cores were not measured, so there torch's default stands.
+    On two cores shared with other jobs, two threads made a training step many times slower than one, with the
+    reference kernels and with the CPU kernels alike (the figures: docs/benchmarks.md, "CPU threads", and
+    experiments/results/bench_threads.md); an idle 2-core machine and more cores were not measured, so above 2
+    CPUs torch's default stands.
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return None

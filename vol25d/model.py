@@ -98,13 +98,12 @@ def conv3x3x3(inputs: torch.Tensor, weight: torch.Tensor, by_slices: bool = Fals
     and weight ``(K, C, 3, 3, 3)`` → ``(B, K, D, H, W)``, the same as ``nn.Conv3d(C, K, 3, padding=1,
     padding_mode="replicate", bias=False)``.
 
-    ``by_slices`` computes it as one 2-D convolution of the padded depth slices (a batch of ``D + 2``) with the
-    kernel's three depth planes as ``3·K`` output channels, then adds each output slice's three planes from its
-    neighbours. It is what T trains with on the CPU: with a few channels and one volume PyTorch's CPU ``conv3d``
-    takes its unvectorised path (``slow_conv3d``) up to about 100³, and its backward is slow above that too,
-    while 2-D convolutions of a batch take oneDNN's. Without a gradient (prediction) ``conv3d`` takes oneDNN
-    from about 100³ on, where it is the faster and the leaner, so T uses the slices only where autograd
-    records (timings: docs/benchmarks.md, "T's correction on the CPU"). CUDA runs ``conv3d`` (cuDNN).
+    ``by_slices`` computes it as one 2-D convolution of the padded depth slices (a batch of ``D + 2``, in
+    channels-last memory format) with the kernel's three depth planes as ``3·K`` output channels, then adds
+    each output slice's three planes from its neighbours. It is what T runs on the CPU: with a few channels and
+    one volume PyTorch's CPU ``conv3d`` takes its unvectorised path (``slow_conv3d``) up to about 100³ and its
+    backward is slow above that too, while oneDNN's 2-D convolution of so few channels is fast on channels-last
+    slices, forward and backward (timings: experiments/results/profile_stages.md). CUDA runs ``conv3d`` (cuDNN).
     """
     padded = F.pad(inputs, (1,) * 6, mode="replicate")
     if not by_slices:
@@ -112,6 +111,7 @@ def conv3x3x3(inputs: torch.Tensor, weight: torch.Tensor, by_slices: bool = Fals
     batch, channels, depth, height, width = padded.shape
     classes = weight.shape[0]
     slices = padded.transpose(1, 2).reshape(batch * depth, channels, height, width)
+    slices = slices.contiguous(memory_format=torch.channels_last)
     planes = weight.permute(2, 0, 1, 3, 4).reshape(3 * classes, channels, 3, 3)  # (depth tap, class) outputs
     out = F.conv2d(slices, planes).view(batch, depth, 3, classes, height - 2, width - 2)
     summed = out[:, :-2, 0] + out[:, 1:-1, 1] + out[:, 2:, 2]  # output slice z reads padded slices z, z+1, z+2
@@ -164,7 +164,7 @@ class Head(nn.Module):
             if image is None:
                 raise ValueError("this head reads the image (head_image=True): call head(volume, image)")
             inputs = torch.cat([pooled, image.to(pooled.dtype)], dim=1)
-            by_slices = inputs.device.type == "cpu" and torch.is_grad_enabled()  # see conv3x3x3
+            by_slices = inputs.device.type == "cpu"  # see conv3x3x3
             pooled = pooled + conv3x3x3(inputs, self.context.weight, by_slices=by_slices)
         if self.norm is not None:
             return self.norm(pooled)

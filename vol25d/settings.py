@@ -204,6 +204,8 @@ class AugmentConfig:
 
 
 PROJECTIONS = ("mip", "sum")
+# The kernels of vol25d.ops (VOL25D_OPS_BACKEND, --ops-backend): vol25d.ops.backend says what each runs.
+OPS_BACKENDS = ("auto", "triton", "cpu", "reference")
 _ACTIVATIONS = ("sigmoid", "softmax")
 _HEAD_NORMS = ("affine", "instance")
 _HEAD_POOLS = ("none", "avg", "learned")

@@ -12,7 +12,7 @@ import torch
 
 import vol25d.ops as ops
 from vol25d.errors import InputError
-from vol25d.ops import backend, reference
+from vol25d.ops import backend, cpu_kernels, reference
 
 from conftest import fake_triton, raise_no_kernel_image
 
@@ -134,10 +134,23 @@ def test_auto_without_triton_runs_the_reference_and_says_why(cuda_like):
     assert backend.resolve("cpu") == "reference (Triton does not import: ModuleNotFoundError: No module named 'triton')"
 
 
-def test_auto_on_a_cpu_tensor_is_the_reference_without_a_check(monkeypatch):
+def test_auto_on_a_cpu_tensor_is_the_cpu_kernels_without_a_check(monkeypatch):
     monkeypatch.delenv("VOL25D_OPS_BACKEND", raising=False)
-    assert backend.kernels_for(torch.zeros(1)) is reference
-    assert backend.resolve("cpu") == "reference" and backend.here() == "reference on cpu"
+    assert backend.kernels_for(torch.zeros(1)) is cpu_kernels
+    assert backend.resolve("cpu") == "cpu" and backend.here() == "cpu on cpu"
+
+
+@pytest.mark.parametrize("choice, kernels, described", [("cpu", cpu_kernels, "cpu (forced)"),
+                                                         ("reference", reference, "reference (forced)")])
+def test_cpu_and_reference_forced_on_a_cpu_tensor(monkeypatch, choice, kernels, described):
+    monkeypatch.setenv("VOL25D_OPS_BACKEND", choice)
+    assert backend.kernels_for(torch.zeros(1)) is kernels and backend.describe("cpu") == described
+
+
+@pytest.mark.parametrize("choice", ["auto", "cpu"])
+def test_a_tensor_neither_on_the_cpu_nor_on_cuda_gets_the_reference_kernels(monkeypatch, choice):
+    monkeypatch.setenv("VOL25D_OPS_BACKEND", choice)  # the CPU kernels are for CPU tensors only
+    assert backend.kernels_for(torch.zeros(1, device="meta")) is reference and backend.describe("meta") == "reference"
 
 
 def test_reference_forced_never_touches_triton(cuda_like, monkeypatch):
@@ -181,7 +194,7 @@ def test_triton_forced_but_not_importable_is_one_sentence(cuda_like, monkeypatch
 def test_a_bad_backend_name_is_one_sentence(monkeypatch):
     monkeypatch.setenv("VOL25D_OPS_BACKEND", "cuda")
     with pytest.raises(InputError, match=r"VOL25D_OPS_BACKEND='cuda' is not a kernel backend; set it .* to auto, "
-                                         r"triton, reference"):
+                                         r"triton, cpu, reference"):
         ops.project(torch.rand(1, 1, 2, 6, 6), torch.tensor([0.0]))
 
 

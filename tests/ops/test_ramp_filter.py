@@ -31,3 +31,19 @@ def test_bad_arguments():
         ramp_filter(0)
     with pytest.raises(ValueError, match="K odd"):
         filter_views(torch.rand(1, 1, 1, 1, 9), torch.rand(4))
+
+
+@pytest.mark.parametrize("taps,detector", [(1, 7), (5, 9), (17, 12), (33, 20)])
+def test_shifted_sum_and_conv1d_agree_values_and_gradients(taps, detector):
+    from vol25d.ops.ramp_filter import _filter_by_conv, _filter_by_shifts
+
+    generator = torch.Generator().manual_seed(taps)
+    views = torch.randn(2, 2, 3, 4, detector, generator=generator, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(2, taps, generator=generator, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 2, 3, 4, detector, generator=generator, dtype=torch.float64)
+    results = []
+    for function in (_filter_by_conv, _filter_by_shifts):
+        out = function(views, kernel)
+        results.append((out, *torch.autograd.grad((out * weights).sum(), (views, kernel))))
+    for shifted, conv in zip(results[1], results[0]):
+        torch.testing.assert_close(shifted, conv)

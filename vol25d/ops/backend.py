@@ -1,17 +1,18 @@
-"""Which kernels run — the Triton kernels or the reference PyTorch kernels — and the check that keeps a
-failing Triton kernel from ending a run.
+"""Which kernels run — the Triton kernels, the CPU kernels or the reference PyTorch kernels — and the check
+that keeps a failing Triton kernel from ending a run.
 
 ``VOL25D_OPS_BACKEND`` (the CLI's ``--ops-backend``, which sets it) picks them:
 
-- ``auto`` (the default): the Triton kernels for CUDA tensors when Triton imports, the reference kernels for
-  everything else. The first call of each Triton kernel on a device (per dtype) first runs it on a small
+- ``auto`` (the default): the Triton kernels for CUDA tensors when Triton imports, the CPU kernels
+  (:mod:`vol25d.ops.cpu_kernels`) for CPU tensors, the reference kernels for everything else. The first call of each Triton kernel on a device (per dtype) first runs it on a small
   input (:func:`self_check`) and compares it with the reference kernel; when it raises or disagrees, or a
   later call raises, that device switches to the reference kernels for the rest of the process, with one
   logged warning that names the error.
 - ``triton``: the Triton kernels as they are, with no self-check (for measuring them); a kernel that raises
   is an :class:`~vol25d.errors.InputError` (on CPU tensors they need ``TRITON_INTERPRET=1``, which is how the
   tests run them).
-- ``reference``: the reference kernels.
+- ``cpu``: the CPU kernels for CPU tensors (other devices run the reference kernels).
+- ``reference``: the reference kernels, everywhere (the oracle the other kernels are tested against).
 
 :func:`resolve` checks every kernel on a device at once and :func:`describe` says, without checking, which
 kernels run there: what the training log, the run's ``config.yaml``, checkpoints and ``vol25d info`` show.
@@ -28,14 +29,15 @@ from types import ModuleType
 import torch
 
 from vol25d.errors import InputError
-from vol25d.ops import reference
+from vol25d.ops import cpu_kernels, reference
+from vol25d.settings import OPS_BACKENDS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["BACKENDS", "KERNELS", "KernelMismatch", "requested", "kernels_for", "resolve", "describe", "here", "self_check",
            "forget"]
 
-BACKENDS = ("auto", "triton", "reference")
+BACKENDS = OPS_BACKENDS
 # The raw kernels the autograd functions of vol25d.ops call (forward and backward).
 KERNELS = ("project", "backproject", "backproject_explained", "mip", "mip_backward")
 
@@ -50,7 +52,7 @@ _guards: dict[tuple[str, bool, int], "_Checked"] = {}
 
 
 def requested() -> str:
-    """``VOL25D_OPS_BACKEND``: ``auto`` (unset), ``triton`` or ``reference``."""
+    """``VOL25D_OPS_BACKEND``: ``auto`` (unset), ``triton``, ``cpu`` or ``reference``."""
     choice = os.environ.get("VOL25D_OPS_BACKEND", "auto").strip().lower() or "auto"
     if choice not in BACKENDS:
         raise InputError(f"VOL25D_OPS_BACKEND={choice!r} is not a kernel backend; set it (or --ops-backend) to "
@@ -88,11 +90,13 @@ def _one_line(error: BaseException) -> str:
 
 def kernels_for(tensor: torch.Tensor):
     """The raw kernels (``project``, ``backproject``, ``backproject_explained``, ``mip``, ``mip_backward``)
-    for ``tensor``: :mod:`vol25d.ops.reference`, or the Triton kernels behind the self-check and fallback of
-    this module."""
+    for ``tensor``: :mod:`vol25d.ops.reference`, :mod:`vol25d.ops.cpu_kernels` for CPU tensors, or the Triton
+    kernels behind the self-check and fallback of this module."""
     choice = requested()
-    if choice == "reference" or (choice == "auto" and not _triton_device(tensor.device)):
+    if choice == "reference":
         return reference
+    if choice == "cpu" or (choice == "auto" and not _triton_device(tensor.device)):
+        return cpu_kernels if tensor.device.type == "cpu" else reference
     device = _key(tensor.device)
     if choice == "auto" and device in _fallen:
         return reference
@@ -230,15 +234,16 @@ def resolve(device) -> str:
 
 
 def describe(device) -> str:
-    """Which kernels run on ``device`` as things stand: ``triton``, ``triton (forced)``, ``reference``,
-    ``reference (forced)``, ``reference (fallback: <kernel> (<dtype>): <error>)`` or ``reference (Triton
-    does not import: <error>)``; ``unavailable: …`` when ``triton`` is asked for and does not import."""
+    """Which kernels run on ``device`` as things stand: ``triton``, ``triton (forced)``, ``cpu``, ``cpu
+    (forced)``, ``reference``, ``reference (forced)``, ``reference (fallback: <kernel> (<dtype>): <error>)`` or
+    ``reference (Triton does not import: <error>)``; ``unavailable: …`` when ``triton`` is asked for and does
+    not import."""
     device = torch.device(device)
     choice = requested()
     if choice == "reference":
         return "reference (forced)"
-    if choice == "auto" and not _triton_device(device):
-        return "reference"
+    if choice == "cpu" or (choice == "auto" and not _triton_device(device)):
+        return ("cpu (forced)" if choice == "cpu" else "cpu") if device.type == "cpu" else "reference"
     if choice == "auto" and _key(device) in _fallen:
         return f"reference (fallback: {_fallen[_key(device)]})"
     module, why = _candidate()
@@ -250,7 +255,7 @@ def describe(device) -> str:
 
 def here() -> str:
     """:func:`describe` of the device ``--device auto`` picks, with the device: e.g. ``triton on cuda:0`` or
-    ``reference on cpu`` (nothing is checked: each kernel is checked on its first use)."""
+    ``cpu on cpu`` (nothing is checked: each kernel is checked on its first use)."""
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     return f"{describe(device)} on {device}"
 

@@ -47,6 +47,14 @@ class _BackprojectExplained(torch.autograd.Function):
         kernels = ctx.kernels
         batch, classes, count, depth, detector = views.shape
         height, width = image.shape[-2:]
+        if hasattr(kernels, "backproject_explained_backward"):  # the CPU kernels: the same sums, fused
+            grad_views, grad_margin, grad_softness = kernels.backproject_explained_backward(
+                grad_volume.reshape(-1, depth, height, width), views.reshape(-1, count, depth, detector),
+                image_views.reshape(-1, count, depth, detector), image.reshape(-1, depth, height, width), angles,
+                margin, softness, ctx.needs_input_grad[0], ctx.needs_input_grad[4] or ctx.needs_input_grad[5])
+            return (grad_views.reshape(views.shape).to(views.dtype) if ctx.needs_input_grad[0] else None, None, None,
+                    None, grad_margin.to(margin.dtype) if ctx.needs_input_grad[4] else None,
+                    grad_softness.to(softness.dtype) if ctx.needs_input_grad[5] else None)
         dtype = torch.float64 if views.dtype == torch.float64 else torch.float32
         grad_volume = grad_volume.contiguous().to(dtype)
         x = image.to(dtype)  # (B, 1, D, H, W)

@@ -56,9 +56,34 @@ def filter_views(views: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"kernel must be (K,) or ({channels}, K) with K odd; got {tuple(kernel.shape)}"
         )
+    if views.device.type == "cpu" and kernel.shape[1] <= SHIFTED_TAPS:
+        return _filter_by_shifts(views, kernel)
+    return _filter_by_conv(views, kernel)
+
+
+# Kernels up to this many taps are applied on the CPU as a sum of shifted, weighted copies of the views: for
+# F's default 17 taps on 8 views of 128 × 182, forward and backward 35 → 7 ms on one thread, where
+# ``conv1d`` of a single channel takes oneDNN's slow path. Longer kernels (Ram–Lak's 193) use ``conv1d``.
+SHIFTED_TAPS = 33
+
+
+def _filter_by_conv(views: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """:func:`filter_views` as a grouped ``conv1d`` along the detector (``kernel`` ``(C, K)``)."""
+    batch, channels, count, depth, detector = views.shape
     taps = kernel.shape[1]
     rows = views.permute(0, 2, 3, 1, 4).reshape(-1, channels, detector)
     # conv1d is a correlation; the Ram–Lak kernel is symmetric, but a learnt one need not be: flip it.
     # With an odd kernel and padding taps // 2 the output keeps the detector's length, however long the kernel.
     out = F.conv1d(rows, kernel.flip(-1).unsqueeze(1).to(views.dtype), padding=taps // 2, groups=channels)
     return out.reshape(batch, count, depth, channels, detector).permute(0, 3, 1, 2, 4)
+
+
+def _filter_by_shifts(views: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """:func:`filter_views` as ``Σ_t kernel[K - 1 - t] · views shifted by t - K // 2`` (zero outside)."""
+    detector, taps = views.shape[-1], kernel.shape[1]
+    padded = F.pad(views, (taps // 2, taps // 2))
+    weights = kernel.flip(-1).to(views.dtype).view(1, kernel.shape[0], 1, 1, taps)
+    out = padded[..., :detector] * weights[..., 0:1]
+    for t in range(1, taps):
+        out = out + padded[..., t : t + detector] * weights[..., t : t + 1]
+    return out

@@ -1,7 +1,8 @@
 """Reference kernels of the projection operators, in plain PyTorch (any device, any float dtype).
 
-These are the raw kernels the autograd functions of :mod:`vol25d.ops` call; the Triton kernels in
-:mod:`vol25d.ops.triton_kernels` compute the same numbers and are tested against these. They work on a
+These are the raw kernels the autograd functions of :mod:`vol25d.ops` call where no faster ones apply, and the
+oracle of those: the Triton kernels in :mod:`vol25d.ops.triton_kernels` and the CPU kernels in
+:mod:`vol25d.ops.cpu_kernels` compute the same numbers and are tested against these. They work on a
 flattened batch: volumes ``(N, D, H, W)`` and views ``(N, p, D, S)`` with ``N = B · C``. Every kernel loops
 over views (and, for the MIP, over chunks of samples along the rays), so the memory it needs beyond its
 input and output is one view's worth of samples, never a per-view copy of the volume.
