@@ -113,7 +113,8 @@ def main() -> None:
         "",
         f"- Machine: {machine_line()}; {platform.platform()}.",
         f"- Load average {load_start:.1f} at the start and {load_end:.1f} at the end on {cpus} CPU(s)"
-        + (" — other jobs shared the CPU, so times are noisy upper bounds." if max(load_start, load_end) > 0.5 else "."),
+        + (" — other jobs shared the CPU, so times are noisy upper bounds." if load_start > 1.0 else
+           " (the end includes this run's own workers)."),
         *([f"- Note: {args.note}"] if args.note else []),
         "- Step: the demo's model when first measured (m = 64, p = 24, U with one residual unit per level), a 48³ "
         "phantom, augmentation on, "

@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
         f"- Machine: {cpu_name()}, {cpu_count()} CPU(s); {platform.platform()}; torch {torch.__version__} on "
         f"{args.threads} thread(s).",
         f"- Load average (1 min) {load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end on "
-        f"{os.cpu_count()} CPU(s); above 0 other jobs shared the cores, so the seconds are upper bounds.",
+        f"{cpu_count()} CPU(s), this run's own thread included"
+        + ("; other jobs shared the cores, so the seconds are upper bounds." if load_start[0] > 1.0 else
+           "; no other job was running (load below 1 at the start)."),
         f"- Commit: {commit()}; CPU kernels: `{kernels_for(torch.empty(1)).__name__}`.",
         *( [f"- Note: {args.note}"] if args.note else []), "",
         "Stages: M = the image's MIPs, U = the 2-D U-Net on the views, F+R = filtration and explained "
