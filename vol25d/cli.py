@@ -222,7 +222,7 @@ def _add_train(commands, parents: list[argparse.ArgumentParser]) -> None:
     cpu, cuda = DEFAULT_EPOCHS["cpu"], DEFAULT_EPOCHS["cuda"]
     p.add_argument("--epochs", type=int,
                    help=f"passes over the training cases (default: on the CPU {cpu[1]} for path 1 and {cpu[2]} "
-                   "for path 2, minutes for 12 volumes of 48³ on two cores (docs/benchmarks.md); "
+                   "for path 2, minutes for 12 volumes of 48³ on two cores, as docs/benchmarks.md's demo says; "
                    f"{cuda[1] if cuda[1] == cuda[2] else f'{cuda[1]} and {cuda[2]}'} on a GPU)")
     p.add_argument("--steps-per-case", type=int,
                    help=f"optimiser steps per training case per epoch (default {TrainConfig.steps_per_case})")
