@@ -50,7 +50,7 @@ def test_the_summary_names_the_machine_and_the_figures(dry_run):
     assert "held-out mean Dice: 0." in text and "path 2:" in text
     assert "benchmark: vol25d: Dice" in text and "sweep: vol25d (16, 16, 16)" in text
     assert re.search(r"checks within tolerance: (\d+) of \1$", text, flags=re.MULTILINE)
-    assert "all 4 steps ok" in text and "kernels: path1: projection kernels on cpu: reference" in text
+    assert "all 4 steps ok" in text and "kernels: path1: projection kernels on cpu: cpu" in text
     assert (dry_run / "evaluation.csv").exists() and (dry_run / "bench_ops.md").exists()
 
 
