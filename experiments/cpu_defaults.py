@@ -38,6 +38,7 @@ from benchmark import write_results  # noqa: E402
 from diagnose import TEST_SEED, TRAIN_SEED  # noqa: E402  the data seeds of diagnose.py's sets
 
 from vol25d import metrics  # noqa: E402
+from vol25d.checkpoint import Checkpoint  # noqa: E402
 from vol25d.data.dataset import load_dataset  # noqa: E402
 from vol25d.data.prepare import prepare_cases  # noqa: E402
 from vol25d.geometry import default_detector  # noqa: E402
@@ -132,22 +133,71 @@ def validation_curves(work: Path, runs: list[tuple[int, str]]) -> list[str]:
     return lines
 
 
-def one_seed(seed: int, source: str, work: Path, args) -> tuple[list[tuple], list[tuple]]:
-    """The results rows (:data:`HEADER`) of one trained run, and its :func:`view_share` rows on its own
-    generator's held-out phantoms: ``(seed, source, size, Dice from U's views, from the label's views)``."""
+def held_out_dice(checkpoint: Path, test: Path, pred: Path, cases: int) -> list[float]:
+    """``vol25d predict`` with ``checkpoint`` on ``test``'s images into ``pred``, then ``vol25d evaluate``: the
+    Dice of each case."""
+    run("-q", "predict", "-i", test / "imagesTr", "-o", pred, "-m", checkpoint, "--device", "cpu")
+    run("-q", "evaluate", "--pred", pred, "--ref", test / "labelsTr", "--csv", pred / "scores.csv")
+    dice = case_dice(pred / "scores.csv")
+    if len(dice) != cases:
+        raise SystemExit(f"evaluate scored {len(dice)} cases of {test}, expected {cases}")
+    return dice
+
+
+def bootstrap_interval(differences: list[float], draws: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """The 95 % percentile-bootstrap interval of the mean of ``differences`` (resampled with replacement)."""
+    values = np.asarray(differences, dtype=float)
+    means = np.random.default_rng(seed).choice(values, size=(draws, len(values))).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+PATHS_HEADER = ["| seed | trained on | tested on | test size | Dice after path 1 | after path 2 | path 2 − path 1 "
+                "| path 2's best epoch |", "|---|---|---|---|---|---|---|---|"]
+
+
+def paths_tables(pairs: list[tuple]) -> list[str]:
+    """Held-out Dice after path 1 (``path1.pt``) and after path 2 (``path2.pt``) of the same runs, per seed and
+    as mean ± sd (ddof 1) with the paired difference's 95 % bootstrap interval over seeds. ``pairs``: ``(seed,
+    source, target, size, dice path 1, dice path 2, path 2's best epoch)``; epoch 0 means path 2 kept its
+    starting model."""
+    lines = ["## After path 1 and after path 2, held out", "",
+             "The same runs' `path1.pt` and `path2.pt` on the held-out phantoms (mean Dice over the cases). Path 2 "
+             "keeps its starting model (best epoch 0) unless an epoch beats it on validation.", "", *PATHS_HEADER,
+             *(f"| {seed} | {source} | {target} | {size}³ | {one:.3f} | {two:.3f} | {two - one:+.3f} | {epoch} |"
+               for seed, source, target, size, one, two, epoch in pairs), "",
+             "| trained on | tested on | test size | seeds | after path 1 | after path 2 | path 2 − path 1 (95 % "
+             "bootstrap interval) | path 2 kept path 1's model |", "|---|---|---|---|---|---|---|---|"]
+    for key in sorted({row[1:4] for row in pairs}, key=lambda key: (GENERATORS.index(key[0]), key[2], key[1])):
+        mine = [row for row in pairs if row[1:4] == key]
+        one, two = [row[4] for row in mine], [row[5] for row in mine]
+        difference = [b - a for a, b in zip(one, two)]
+        low, high = bootstrap_interval(difference)
+        spread = (lambda v: f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}") if len(mine) > 1 else \
+            (lambda v: f"{np.mean(v):.3f}")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]}³ | {len(mine)} | {spread(one)} | {spread(two)} | "
+                     f"{np.mean(difference):+.3f} ({low:+.3f}, {high:+.3f}) | "
+                     f"{sum(row[6] == 0 for row in mine)} of {len(mine)} |")
+    return lines
+
+
+def one_seed(seed: int, source: str, work: Path, args) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """The results rows (:data:`HEADER`) of one trained run, its :func:`view_share` rows on its own generator's
+    held-out phantoms (``(seed, source, size, Dice from U's views, from the label's views)``), and with
+    ``--path1-too`` its :func:`paths_tables` rows."""
     run_dir, epochs1, epochs2, seconds = train_kept(seed, source, work, args)
-    rows, shares = [], []
+    rows, shares, pairs = [], [], []
     for size in args.test_sizes:
         for target in args.test_on:
             test = work / f"test_{target}{seed}_{size}"
             if not test.exists():
                 write_data(target, test, args.test_cases, size, seed + TEST_SEED[target])
             pred = work / f"pred_{source}{seed}_{target}_{size}"
-            run("-q", "predict", "-i", test / "imagesTr", "-o", pred, "-m", run_dir / "path2.pt", "--device", "cpu")
-            run("-q", "evaluate", "--pred", pred, "--ref", test / "labelsTr", "--csv", pred / "scores.csv")
-            dice = case_dice(pred / "scores.csv")
-            if len(dice) != args.test_cases:
-                raise SystemExit(f"evaluate scored {len(dice)} cases of {test}, expected {args.test_cases}")
+            dice = held_out_dice(run_dir / "path2.pt", test, pred, args.test_cases)
+            if args.path1_too:
+                first = held_out_dice(run_dir / "path1.pt", test, work / f"pred1_{source}{seed}_{target}_{size}",
+                                      args.test_cases)
+                best_epoch = Checkpoint.load(run_dir / "path2.pt").best_epoch
+                pairs.append((seed, source, target, size, float(np.mean(first)), float(np.mean(dice)), best_epoch))
             rows.append((seed, source, target, size, float(np.mean(dice)), min(dice), epochs1, epochs2, seconds))
             print(f"seed {seed}: trained on {source}, tested on {target} {size}³: Dice {np.mean(dice):.3f} "
                   f"(worst {min(dice):.3f}); train {seconds:.0f} s", flush=True)
@@ -155,7 +205,7 @@ def one_seed(seed: int, source: str, work: Path, args) -> tuple[list[tuple], lis
                 shares.append((seed, source, size, *view_share(run_dir / "path2.pt", test)))
                 print(f"  preprocessed grid: Dice {shares[-1][3]:.3f} from U's views, {shares[-1][4]:.3f} from the "
                       "label's own", flush=True)
-    return rows, shares
+    return rows, shares, pairs
 
 
 def share_tables(shares: list[tuple], per_seed: bool = True) -> list[str]:
@@ -235,6 +285,8 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", type=Path, help="keep data, runs and predictions here; a kept run that finished "
                         "both paths is scored again, not trained again (its recorded seconds are reported)")
     parser.add_argument("--collect", type=Path, nargs="+", help="results files of earlier runs to put together")
+    parser.add_argument("--path1-too", action="store_true",
+                        help="also score each run's path1.pt on the held-out phantoms: path 2 against path 1")
     args = parser.parse_args(argv)
     if args.collect:
         rows = [row for path in args.collect for row in read_rows(path)]
@@ -247,13 +299,13 @@ def main(argv=None) -> int:
         (args.out_dir / f"{args.name}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return 0
-    rows, shares = [], []
+    rows, shares, pairs = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         work = args.keep or Path(scratch)
         for seed in args.seeds:
             for source in args.train_on:
-                mine, share = one_seed(seed, source, work, args)
-                rows, shares = rows + mine, shares + share
+                mine, share, pair = one_seed(seed, source, work, args)
+                rows, shares, pairs = rows + mine, shares + share, pairs + pair
         curves = validation_curves(work, [(seed, source) for seed in args.seeds for source in args.train_on])
     lines = [f"# `vol25d train`'s CPU defaults, trained and held out ({args.name})", "",
              f"Per seed: {args.train_cases} training phantoms of {args.size}³ of the named generator, `vol25d train "
@@ -265,6 +317,8 @@ def main(argv=None) -> int:
     lines += [*map(format_row, rows), "", *summary(rows), "", *curves]
     if shares:
         lines += ["", *share_tables(shares)]
+    if pairs:
+        lines += ["", *paths_tables(pairs)]
     write_results(lines, "; torch threads: `vol25d --threads auto`", args.out_dir, args.name)
     return 0
 

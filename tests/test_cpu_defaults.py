@@ -77,3 +77,15 @@ def test_collect_puts_the_runs_shares_of_the_error_together(tmp_path):
     text = (tmp_path / "over.md").read_text()
     assert "| other | 48³ | 2 | 0.750 ± 0.050 | 0.875 ± 0.025 |" in text
     assert "| 0 | other | 48³ |" not in text  # the per-seed rows stay in the runs' own files
+
+
+def test_path_2_against_path_1_gives_the_paired_difference_with_its_bootstrap_interval():
+    pairs = [(10, "other", "other", 48, 0.80, 0.82, 3), (11, "other", "other", 48, 0.70, 0.70, 0),
+             (12, "other", "other", 48, 0.90, 0.86, 2)]
+    text = "\n".join(cpu_defaults.paths_tables(pairs))
+    assert "| 12 | other | other | 48³ | 0.900 | 0.860 | -0.040 | 2 |" in text
+    low, high = cpu_defaults.bootstrap_interval([0.02, 0.0, -0.04])
+    assert -0.04 <= low < high <= 0.02  # within the smallest and largest difference
+    assert (f"| other | other | 48³ | 3 | 0.800 ± 0.100 | 0.793 ± 0.083 | -0.007 ({low:+.3f}, {high:+.3f}) | "
+            "1 of 3 |") in text
+    assert cpu_defaults.bootstrap_interval([0.01, 0.01]) == (0.01, 0.01)
