@@ -274,8 +274,8 @@ def predict(
     cases = _cases(inputs)
     predictor = Predictor.load(checkpoint, device, view_chunk=view_chunk)
     kernels = backend.resolve(predictor.device)  # (checked now: a fallback is said before the first case)
-    quiet_default = kernels in ("cpu", "reference")  # a device's plain default; Triton, forced or a fallback is said
-    log.log(logging.DEBUG if quiet_default else logging.INFO, "projection kernels on %s: %s", predictor.device, kernels)
+    plain = kernels in ("cpu", "reference")  # a device's plain default; Triton, forced or a fallback is said
+    log.log(logging.DEBUG if plain else logging.INFO, "projection kernels on %s: %s", predictor.device, kernels)
     single_file = len(cases) == 1 and (inputs.is_file() or is_dicom_folder(inputs)) and _ending(output) is not None
     if single_file and _ending(output) not in WRITE_SUFFIXES:
         raise InputError(f"{output}: vol25d writes {', '.join(WRITE_SUFFIXES)}; name the output with one of them")

@@ -57,7 +57,8 @@ def test_auto_keeps_a_kernel_that_passes_its_self_check(cuda_like, monkeypatch, 
     assert backend.kernels_for(torch.zeros(1)).__name__ == "fake_triton"
 
 
-def test_a_kernel_thatraise_no_kernel_image_falls_back_to_the_reference_with_one_warning(cuda_like, monkeypatch, caplog):
+def test_a_kernel_without_an_image_for_the_gpu_falls_back_to_the_reference_with_one_warning(cuda_like, monkeypatch,
+                                                                                         caplog):
     expected = _reference_pipeline(monkeypatch)
     fake = cuda_like(fake_triton(mip_backward=raise_no_kernel_image))
     _assert_same(_pipeline(), expected)

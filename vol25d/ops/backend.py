@@ -4,10 +4,10 @@ that keeps a failing Triton kernel from ending a run.
 ``VOL25D_OPS_BACKEND`` (the CLI's ``--ops-backend``, which sets it) picks them:
 
 - ``auto`` (the default): the Triton kernels for CUDA tensors when Triton imports, the CPU kernels
-  (:mod:`vol25d.ops.cpu_kernels`) for CPU tensors, the reference kernels for everything else. The first call of each Triton kernel on a device (per dtype) first runs it on a small
-  input (:func:`self_check`) and compares it with the reference kernel; when it raises or disagrees, or a
-  later call raises, that device switches to the reference kernels for the rest of the process, with one
-  logged warning that names the error.
+  (:mod:`vol25d.ops.cpu_kernels`) for CPU tensors, the reference kernels for everything else. The first call
+  of each Triton kernel on a device (per dtype) first runs it on a small input (:func:`self_check`) and
+  compares it with the reference kernel; when it raises or disagrees, or a later call raises, that device
+  switches to the reference kernels for the rest of the process, with one logged warning that names the error.
 - ``triton``: the Triton kernels as they are, with no self-check (for measuring them); a kernel that raises
   is an :class:`~vol25d.errors.InputError` (on CPU tensors they need ``TRITON_INTERPRET=1``, which is how the
   tests run them).

@@ -220,7 +220,7 @@ def _starting_score(stage: Stage, config: TrainConfig, info: RunInfo, best: tupl
     log.info("path%d: the starting model's validation Dice %.4f (epoch 0); %s keeps it unless an epoch beats it",
              config.path, score, info.run.best(config.path).name)
     best = (score, 0)
-    _save_best(stage, config, info, 0, best)
+    _checkpoint(stage, config, info, 0, best).save(info.run.best(config.path))
     return best
 
 
@@ -270,11 +270,6 @@ def _save(stage: Stage, config: TrainConfig, info: RunInfo, epoch: int, best: tu
     if best[1] == epoch:
         checkpoint.save(info.run.best(config.path))
     dataclasses.replace(checkpoint, resume=resume).save(info.run.last(config.path))
-
-
-def _save_best(stage: Stage, config: TrainConfig, info: RunInfo, epoch: int, best: tuple[float, int]) -> None:
-    """``pathN.pt`` of the model as it is now, the best so far at ``epoch``."""
-    _checkpoint(stage, config, info, epoch, best).save(info.run.best(config.path))
 
 
 def _checkpoint(stage: Stage, config: TrainConfig, info: RunInfo, epoch: int, best: tuple[float, int]) -> Checkpoint:
