@@ -41,8 +41,18 @@ def test_off_a_terminal_progress_is_log_lines_with_i_of_n_elapsed_and_eta(lines)
     assert progress_mode(logging.getLogger("vol25d.test")) == "lines"
     assert list(track(["a", "b", "c"], "reading", logger=logging.getLogger("vol25d.test"))) == ["a", "b", "c"]
     assert [re.sub(r"\d+:\d\d", "T", m) for m in messages(lines)] == [
-        "reading: 1/3 cases (33%), T elapsed, ETA T", "reading: 2/3 cases (66%), T elapsed, ETA T",
+        "reading: 1/3 cases (33%), T elapsed, ETA T", "reading: 2/3 cases (67%), T elapsed, ETA T",
         "reading: 3/3 cases (100%), T elapsed, ETA T"]
+
+
+def test_line_percentages_round_to_nearest_and_reach_100_only_at_the_end():
+    def percent(n, total):
+        bar = Progress(total, "x", quiet=True)
+        bar.update(n)
+        return re.search(r"\((\d+)%\)", bar.line()).group(1)
+
+    assert [percent(n, 12) for n in (1, 2, 3, 6, 11, 12)] == ["8", "17", "25", "50", "92", "100"]
+    assert percent(1, 8) == "13" and percent(199, 200) == "99" and percent(0, 0) == "100"
 
 
 def test_a_long_loop_logs_every_tenth_not_every_item(lines):

@@ -278,11 +278,11 @@ def _add_predict(commands, parents: list[argparse.ArgumentParser]) -> None:
 def _add_evaluate(commands, parents: list[argparse.ArgumentParser]) -> None:
     p = _command(commands, "evaluate", "Dice, HD95, clDice and volume difference of predictions against labels",
                  "Score a folder of predicted label files against reference labels of the same case names: Dice, "
-                 "HD95 (mm), clDice and volume difference per case and class, then mean ± std per class and a "
-                 "last line `mean Dice: …`. Every reference needs a prediction (unless --allow-missing) and every "
-                 "prediction must lie on its reference's grid (shape and affine). Class names come from a "
-                 "dataset.json beside or above --ref. --csv writes the per-case table, --json the per-case "
-                 "scores and per-class summary for scripts.",
+                 "HD95 (mm), clDice and volume difference per case and class, then mean ± sd per class (sample "
+                 "sd, ddof 1) and a last line `mean Dice: …`. Every reference needs a prediction (unless "
+                 "--allow-missing) and every prediction must lie on its reference's grid (shape and affine). "
+                 "Class names come from a dataset.json beside or above --ref. --csv writes the per-case table, "
+                 "--json the per-case scores and per-class summary for scripts.",
                  "vol25d evaluate --pred PRED --ref DATASET/labelsTr --csv scores.csv", parents)
     p.add_argument("--pred", required=True, help="folder of predicted label files")
     p.add_argument("--ref", required=True, help="folder of reference label files with the same case names")

@@ -1,5 +1,5 @@
 """Score a folder of predictions against a folder of reference labels: per case and class Dice, HD95 (mm),
-clDice and volume difference; mean ± std per class; a printed table, a CSV and a JSON summary."""
+clDice and volume difference; mean ± sample sd (ddof 1) per class; a printed table, a CSV and a JSON summary."""
 
 from __future__ import annotations
 
@@ -69,7 +69,11 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | 
 
     Returns:
         ``(rows, summary)``: one dict per case and class (see :func:`vol25d.metrics.evaluate_case`), and
-        :func:`vol25d.metrics.summarise` of them.
+        :func:`vol25d.metrics.summarise` of them with the sample sd (``ddof=1``, as :func:`summary_json`).
+
+    Raises:
+        InputError: a prediction without a reference, a reference without a prediction (unless
+            ``allow_missing``), no prediction at all, or a prediction off its reference's grid.
     """
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     for folder, what in ((pred_dir, "--pred"), (ref_dir, "--ref")):
@@ -81,6 +85,11 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | 
     missing = sorted(set(predictions) - set(references))
     if missing:
         raise InputError(f"{ref_dir} has no reference for {missing[:5]}; name each prediction like its reference label")
+    if not predictions:  # only files predict writes beside labels: nothing to score, whatever allow_missing says
+        raise InputError(f"{pred_dir} holds no prediction for any of the {len(references)} reference(s) in {ref_dir} "
+                         f"(files ending in {' or '.join(_BESIDE_LABELS)} are written beside predictions, not "
+                         f"scored); predict the images into {pred_dir} (vol25d predict -i IMAGES -o {pred_dir}) or "
+                         "pass --pred the folder of predicted label files")
     unpredicted = sorted(set(references) - set(predictions))
     if unpredicted and not allow_missing:
         more = f" and {len(unpredicted) - 5} more" if len(unpredicted) > 5 else ""
@@ -107,7 +116,7 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, csv_path: str | 
             raise InputError(mismatch[0])
         names = names or _class_names(ref_dir, ref)
         rows.extend(evaluate_case(pred.array, ref.array, ref.spacing, names, case_id=case))
-    summary = summarise(rows)
+    summary = summarise(rows, ddof=1)
     if csv_path is not None:
         _write_csv(rows, Path(csv_path))
     if json_path is not None:
@@ -158,12 +167,19 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
-def _number(value: float) -> str:
-    return "inf" if math.isinf(value) else "nan" if math.isnan(value) else f"{value:.3f}"
+def _number(value: float, missing: str = "nan") -> str:
+    """``value`` to 3 decimals, ``inf``, or ``missing`` for NaN."""
+    return "inf" if math.isinf(value) else missing if math.isnan(value) else f"{value:.3f}"
 
 
 def format_table(rows: list[dict], summary: dict) -> str:
-    """The per-case table, the mean ± std per class, and a last line ``mean Dice: 0.xxx``."""
+    """The per-case table, a legend line, the mean ± sd per class, and a last line ``mean Dice: 0.xxx``.
+
+    Args:
+        rows: :func:`evaluate_folders`' rows.
+        summary: :func:`evaluate_folders`' summary, ``summarise(rows, ddof=1)``: the sd is the sample sd, as
+            in :func:`summary_json`; ``n/a`` where there are fewer than two finite values (a mean without any).
+    """
     lines = [f"{'case':<24} {'class':<14} {'Dice':>7} {'HD95 mm':>8} {'clDice':>7} {'ΔV mL':>8}"]
     for row in rows:
         lines.append(
@@ -171,10 +187,12 @@ def format_table(rows: list[dict], summary: dict) -> str:
             f"{_number(row.get('cldice', math.nan)):>7} {_number(row['volume_diff_ml']):>8}"
         )
     lines.append("")
+    lines.append("per class, mean ± sd over cases (sample sd, ddof 1, as in --json; inf and nan left out; n/a: "
+                 "too few finite values)")
     for name, metrics in summary.items():
-        parts = [f"{key} {_number(m['mean'])} ± {_number(m['std'])}" for key, m in metrics.items()
+        parts = [f"{key} {_number(m['mean'], 'n/a')} ± {_number(m['std'], 'n/a')}" for key, m in metrics.items()
                  if key in ("dice", "hd95_mm", "cldice", "volume_diff_ml")]
         lines.append(f"{name}: " + ", ".join(parts))
-    mean_dice = sum(r["dice"] for r in rows) / len(rows)
-    lines.append(f"mean Dice: {mean_dice:.3f}")
+    mean_dice = f"{sum(r['dice'] for r in rows) / len(rows):.3f}" if rows else "n/a"
+    lines.append(f"mean Dice: {mean_dice}")
     return "\n".join(lines)

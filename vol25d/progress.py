@@ -88,6 +88,15 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _percent(n: int, total: int) -> int:
+    """``n`` of ``total`` in whole percent, rounded to nearest (halves up: 2/12 is 17); 100 only once the loop
+    is done (199/200 is 99), and 100 for an empty loop."""
+    if total <= 0:
+        return 100
+    percent = (200 * n + total) // (2 * total)
+    return min(percent, 99) if n < total else percent
+
+
 class Progress:
     """Progress of one loop of ``total`` items, as a bar, log lines or nothing (:func:`progress_mode`).
 
@@ -189,7 +198,7 @@ class Progress:
 
     def line(self) -> str:
         """The lines mode's line: ``DESCRIPTION: i/N UNITs (P%), E elapsed, ETA T[, name value …]``."""
-        percent = 100 * self.n // self.total if self.total > 0 else 100
+        percent = _percent(self.n, self.total)
         extra = "".join(f", {name} {value}" for name, value in self.postfix.items())
         return (f"{self.description}: {self.n}/{self.total} {self.unit}s ({percent}%), "
                 f"{_duration(time.monotonic() - self._start)} elapsed, ETA {self.eta_text()}{extra}")

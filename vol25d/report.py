@@ -34,11 +34,10 @@ def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, thr
         path: the PNG to write (atomically).
         threshold: probability from which a voxel is shown as mask.
         rotation_axis: the model's rotation axis (its preprocessing's), about which the views turn.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Uses matplotlib's object interface (no pyplot), so a notebook's own plotting backend is left as it is.
+    """
+    from matplotlib.figure import Figure  # slow to import; only where a report is asked for
 
     array = image.array if image.array.ndim == 3 else image.array[..., 0]
     volume, spacing, _ = to_canonical(array.astype(np.float32), image.affine, rotation_axis)
@@ -49,7 +48,8 @@ def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, thr
     mask_views = mip(torch.from_numpy(np.ascontiguousarray(mask))[None, None], angles)[0, 0].numpy()
     aspect = spacing[0] / spacing[1]  # D against the in-plane spacing
 
-    fig, axes = plt.subplots(2, 4, figsize=(16, 8))
+    fig = Figure(figsize=(16, 8))
+    axes = fig.subplots(2, 4)
     for ax, view, mask_view, angle in zip(axes[0], views, mask_views, _ANGLES_DEG):
         ax.imshow(_normalise(view), cmap="gray", origin="lower", aspect=aspect)
         ax.imshow(np.ma.masked_where(mask_view < 0.5, np.ones_like(mask_view)), cmap="autumn", vmin=0, vmax=1,
@@ -75,9 +75,6 @@ def write_report(image: Volume, probabilities: np.ndarray, path: str | Path, thr
         ax.set_yticks([])
     fig.tight_layout()
     path = Path(path)
-    try:
-        with atomic_path(path) as temporary:
-            fig.savefig(temporary, dpi=80)
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=80)
     return path
