@@ -10,13 +10,15 @@ import pytest
 from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
-METHODS = ("vol25d", "unet3d", "unet3d-patch", "slice2d", "stack25d")
+# Every method but nnU-Net's, which needs the bench extra (tests/test_nnunet_baseline.py runs it where installed).
+METHODS = ("vol25d", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
 
 
 def test_smoke_run_writes_a_row_per_method_and_a_plot(tmp_path):
     # No GPU in CI; hide one that is there so the run is the same everywhere.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out-dir", str(tmp_path)],
+    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out-dir", str(tmp_path), "--methods",
+                           ",".join(METHODS)],
                           capture_output=True, text=True, env=env, timeout=85)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = (tmp_path / "benchmark.md").read_text()
@@ -55,41 +57,94 @@ def test_the_patch_is_at_most_the_volume():
     assert settings.patch_for((8, 8, 8)) == (16, 16, 16)  # the network's smallest input, padded
 
 
-def _report(path, reconstruction, rows, budget="300"):
-    table = "\n".join(f"| {method} | {dice:.3f} | 1.00 | 0.900 | n/a | n/a | 10 | 1.0 | 0.100 |" for method, dice in rows)
-    path.write_text(f"# Benchmark: x\n\n| method | Dice | HD95 (mm) | clDice | train memory | inference memory | steps | "
-                    f"train s | inference s/volume |\n|---|---|---|---|---|---|---|---|---|\n{table}\n\n## Machine\n\n"
-                    f"CPU x\n\n## Settings\n\n- methods: a; vol25d's reconstruction: {reconstruction}\n"
-                    f"- budget {budget} s of training per method\n- data: phantoms 48³\n")
+def _report(path, reconstruction, rows, budget="300", seed=0, commit="abc1234"):
+    table = "\n".join(f"| {method} | {dice:.3f} | 1.00 | 0.900 | 10 | 1.0 | 0.1 | 1 s | 0.100 | n/a | n/a |"
+                      for method, dice in rows)
+    path.write_text(f"# Benchmark: x\n\n| method | Dice | HD95 (mm) | clDice | steps | train s | s/step | best checkpoint "
+                    f"| inference s/volume | train memory | inference memory |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+                    f"{table}\n\n## Machine\n\nCPU x; vol25d 0.1.0 at commit {commit}; 2026-12-07 01:00 UTC\n\n"
+                    f"## Settings\n\n- methods: a; vol25d's reconstruction: {reconstruction}\n"
+                    f"- budget {budget} s of training per method\n"
+                    f"- data: other phantoms 48³, 16 training (seed {1000 * seed + 1}; 20% held out) + 4 test (seed "
+                    f"{1000 * seed + 2})\n- seed: {seed}\n")
     return path
 
 
-def test_collect_gives_mean_and_spread_per_method_over_runs_and_refuses_mixed_budgets(tmp_path):
+def _rows(text, header="| method"):
+    return {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+                                          if line.startswith("| ") and not line.startswith(header)
+                                          and not line.startswith("| difference"))}
+
+
+def test_collect_gives_mean_and_sample_spread_per_method_and_names_collapsed_runs(tmp_path):
     benchmark = _module()
-    runs = [_report(tmp_path / "a.md", "image", [("vol25d", 0.8), ("slice2d", 0.7)]),
-            _report(tmp_path / "b.md", "image", [("vol25d", 0.6), ("slice2d", 0.7)]),
-            _report(tmp_path / "c.md", "seed", [("vol25d", 0.5)]),
-            _report(tmp_path / "e.md", "image; T reads the image: yes", [("vol25d", 0.9)])]
+    runs = [_report(tmp_path / "a.md", "image", [("vol25d", 0.8), ("slice2d", 0.7)], seed=1),
+            _report(tmp_path / "b.md", "image", [("vol25d", 0.6), ("slice2d", 0.05)], seed=2),
+            _report(tmp_path / "c.md", "seed", [("vol25d", 0.5)], seed=3),
+            _report(tmp_path / "e.md", "image; T reads the image: yes", [("vol25d", 0.9)], seed=4)]
     text = benchmark.collect(runs, tmp_path, "over")
-    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
-                                          if line.startswith("| ") and not line.startswith("| method"))}
-    assert rows["vol25d (image)"][1:4] == ["2", "0.700 ± 0.100", "0.600"]
-    assert rows["slice2d"][2] == "0.700 ± 0.000" and rows["vol25d (seed)"][1] == "1"
-    assert rows["vol25d (image, T reads the image)"][1:3] == ["1", "0.900 ± 0.000"]
+    rows = _rows(text)
+    assert rows["vol25d (image)"][1:5] == ["2", "0.700 ± 0.141", "0.600", "none"]  # ddof 1: sd of (0.8, 0.6)
+    assert rows["slice2d"][4] == "seed 2" and rows["slice2d"][2] == "0.375 ± 0.460"
+    assert rows["vol25d (seed)"][1] == "1" and rows["vol25d (seed)"][2] == "0.500 ± n/a"
+    assert "| vol25d (image) − slice2d | 2 | +0.325 |" in text
     assert (tmp_path / "over.md").read_text() == text
-    odd = _report(tmp_path / "d.md", "image", [("vol25d", 0.8)], budget="60")
-    with pytest.raises(ValueError, match="d.md"):
-        benchmark.collect([runs[0], odd], tmp_path, "over")
+
+
+@pytest.mark.parametrize("change, word", [(dict(budget="60"), "budget"), (dict(commit="def5678"), "commit")])
+def test_collect_refuses_reports_of_another_budget_or_commit(tmp_path, change, word):
+    benchmark = _module()
+    one = _report(tmp_path / "a.md", "image", [("vol25d", 0.8)], seed=1)
+    odd = _report(tmp_path / "d.md", "image", [("vol25d", 0.8)], seed=2, **change)
+    with pytest.raises(ValueError, match=f"d.md differs from .*a.md in its {word}"):
+        benchmark.collect([one, odd], tmp_path, "over")
+
+
+def test_collect_refuses_a_method_given_twice_for_one_seed(tmp_path):
+    benchmark = _module()
+    one = _report(tmp_path / "a.md", "image", [("slice2d", 0.8)], seed=1)
+    two = _report(tmp_path / "b.md", "image", [("slice2d", 0.7)], seed=1)
+    with pytest.raises(ValueError, match="slice2d for seed 1 is given twice"):
+        benchmark.collect([one, two], tmp_path, "over")
+
+
+def test_the_bootstrap_interval_holds_the_mean_and_narrows_with_agreeing_runs():
+    benchmark = _module()
+    low, high = benchmark.bootstrap_interval([0.01, 0.02, 0.03, 0.02, 0.01])
+    assert low <= 0.018 <= high and low > 0
+    wide = benchmark.bootstrap_interval([-0.2, 0.3, -0.1, 0.25, 0.0])
+    assert wide[0] < 0 < wide[1]
+
+
+def test_fresh_data_seeds_never_share_a_case_across_runs():
+    benchmark = _module()
+    seeds = [benchmark.Settings(1.0, 24, 2, 1, None, benchmark.torch.device("cpu"), smoke=True, seed=s).data_seeds()
+             for s in range(30)]
+    flat = [value for pair in seeds for value in pair]
+    assert len(set(flat)) == len(flat)
 
 
 def test_a_baseline_trains_for_its_budget_of_wall_time_whatever_its_step_costs(tmp_path):
     benchmark = _module()
     settings = benchmark.Settings(1.0, 24, 2, 1, None, benchmark.torch.device("cpu"), smoke=True)
     train_dir, train_cases, _ = benchmark.make_data(settings, tmp_path)
-    train_data, _, _ = benchmark.prepare_cases(benchmark.load_dataset(train_dir), train_cases, [])
+    train_data, val_data, _ = benchmark.prepare_cases(benchmark.load_dataset(train_dir), train_cases[:-1],
+                                                      train_cases[-1:])
     augment = benchmark.TrainConfig().augment
     short = benchmark.train_baseline("slice2d", settings, train_data, augment)[1]
     longer = benchmark.train_baseline("slice2d", settings, train_data, augment, budget_s=2.5)[1]
     for run, budget_s in ((short, 1.0), (longer, 2.5)):  # the budget, less half a step (steps slow under load)
         assert budget_s - 0.5 * run["last_step_s"] <= run["train_s"]
     assert longer["steps"] > short["steps"] >= 1
+
+
+def test_a_baseline_keeps_its_best_validation_weights(tmp_path):
+    benchmark = _module()
+    settings = benchmark.Settings(1.5, 24, 3, 1, None, benchmark.torch.device("cpu"), smoke=True)
+    train_dir, train_cases, _ = benchmark.make_data(settings, tmp_path)
+    train_data, val_data, _ = benchmark.prepare_cases(benchmark.load_dataset(train_dir), train_cases[:-1],
+                                                      train_cases[-1:])
+    model, run = benchmark.train_baseline("slice2d", settings, train_data, benchmark.TrainConfig().augment,
+                                          val_data=val_data)
+    assert run["validations"] >= 2 and run["best_s"] <= run["train_s"]
+    assert benchmark._validation_dice(model, val_data) == pytest.approx(run["best_val"])
