@@ -60,6 +60,9 @@ the worst run, the runs that collapsed (Dice below :data:`COLLAPSED`) named, and
 the best other method with a bootstrap 95 % interval. It refuses reports of different budgets, data, commits
 or sizes.
 
+``--time-plot`` draws Dice against training seconds per method from reports of one or more budgets (mean ± sd
+over the seeds of each budget) into ``--name``'s PNG.
+
 ``--smoke`` runs everything on tiny phantoms and tiny networks on CPU in a few tens of seconds (tests); it
 needs ``--out-dir`` and never writes into ``experiments/results/``.
 """
@@ -790,6 +793,44 @@ def collect(paths: list[Path], out_dir: Path, name: str) -> str:
     return text
 
 
+def time_to_accuracy(paths: list[Path], png: Path) -> dict[str, list[tuple[float, float, float, int]]]:
+    """Test Dice against training seconds per method from reports of one or more budgets (one per seed and
+    budget): per method and budget the mean seconds, mean Dice and its sd (ddof 1) over the runs, drawn as a
+    line per method into ``png``; returns ``{label: [(seconds, dice, sd, runs), …]}`` by budget. Reports of other
+    data, commits or threads than the first raise ``ValueError``, as in :func:`collect`."""
+    points: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    first = None
+    for path in paths:
+        text = path.read_text()
+        same = _same_settings(text)
+        first = first or (same, path)
+        for key in ("data", "commit", "threads"):
+            if same[key] != first[0][key]:
+                raise ValueError(f"{path} differs from {first[1]} in its {key}; one plot takes one {key}")
+        for line in text.split("## Machine", 1)[0].splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if line.startswith("|") and cells[0] in ROW_LABELS:
+                points.setdefault(cells[0], {}).setdefault(same["budget"], []).append((float(cells[5]),
+                                                                                      float(cells[1])))
+    curves = {label: sorted((float(np.mean([s for s, _ in runs])), float(np.mean([d for _, d in runs])),
+                             _sd([d for _, d in runs]), len(runs)) for runs in budgets.values())
+              for label, budgets in points.items()}
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    for label, curve in sorted(curves.items()):
+        seconds, dices, sds, _ = zip(*curve)
+        axes.errorbar(seconds, dices, yerr=[0 if math.isnan(v) else v for v in sds], marker="o", capsize=3,
+                      label=label)
+    axes.set(xlabel="training seconds (mean over runs)", ylabel="test Dice (mean ± sd over seeds)",
+             title="Dice against training time")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png, dpi=100)
+    return curves
+
+
 def parse_methods(text: str) -> tuple[str, ...]:
     """``"vol25d,slice2d"`` → ``("vol25d", "slice2d")`` in the order of :data:`METHODS`; an unknown or empty
     list raises ``ValueError`` naming the known methods."""
@@ -858,10 +899,19 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, split, weights and draws (default 0)")
     parser.add_argument("--collect", type=Path, nargs="+", metavar="REPORT",
                         help="summarise earlier reports (one per seed) into --name: mean ± sd per method")
+    parser.add_argument("--time-plot", type=Path, nargs="+", metavar="REPORT",
+                        help="draw Dice against training seconds per method from reports of one or more budgets "
+                        "into --out-dir/--name.png")
     args = parser.parse_args(argv)
-    if args.collect:
+    if args.collect or args.time_plot:
+        out_dir = args.out_dir or RESULTS
         try:
-            collect(args.collect, args.out_dir or RESULTS, args.name)
+            if args.collect:
+                collect(args.collect, out_dir, args.name)
+            else:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                for label, curve in time_to_accuracy(args.time_plot, out_dir / f"{args.name}.png").items():
+                    print(label, " ".join(f"{s:.0f} s: {d:.3f}" for s, d, _, _ in curve))
         except (OSError, ValueError) as error:
             parser.error(str(error))
         return

@@ -148,3 +148,17 @@ def test_a_baseline_keeps_its_best_validation_weights(tmp_path):
                                           val_data=val_data)
     assert run["validations"] >= 2 and run["best_s"] <= run["train_s"]
     assert benchmark._validation_dice(model, val_data) == pytest.approx(run["best_val"])
+
+
+def test_the_time_plot_has_a_point_per_method_and_budget(tmp_path):
+    benchmark = _module()
+    runs = [_report(tmp_path / f"{budget}_{seed}.md", "image", [("vol25d", dice), ("slice2d", dice - 0.1)],
+                    budget=budget, seed=seed)
+            for budget, seed, dice in (("100", 1, 0.6), ("100", 2, 0.7), ("300", 1, 0.8), ("300", 2, 0.8))]
+    curves = benchmark.time_to_accuracy(runs, tmp_path / "t.png")
+    assert [round(d, 3) for _, d, _, _ in curves["vol25d"]] == [0.65, 0.8]
+    assert [n for *_, n in curves["slice2d"]] == [2, 2]
+    assert (tmp_path / "t.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="commit"):
+        benchmark.time_to_accuracy([runs[0], _report(tmp_path / "x.md", "image", [("vol25d", 0.5)], commit="f00")],
+                                   tmp_path / "t.png")
