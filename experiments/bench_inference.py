@@ -111,6 +111,7 @@ def _harness(method: str, size, work: Path):
     settings = benchmark.Settings(1.0, size[0], 1, 1, None, torch.device("cpu"), smoke=False)
     model = benchmark.Baseline(method, settings, 1, 1)
 
+    @torch.no_grad()
     def run(vol, config):
         tensor, info = preprocess_image([vol], config)
         return restore(model.predict(tensor), info).array >= 0.5
@@ -214,7 +215,8 @@ def _peak_of(pid: int) -> float | None:
 def run_cell(method: str, size, threads: int, timeout_s: float, core: int | None = None) -> dict:
     """``cell`` in a fresh process (pinned to ``core`` where given); ``{"stopped": seconds, "peak_gib": …}``
     when it ran past ``timeout_s`` (its peak memory so far), ``{"error": …}`` when it failed."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "nnUNet_n_proc_DA": "0"}
+    # nnU-Net's planner sets torch's threads to nnUNet_n_proc_DA, so it is at least 1; prediction does not augment.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "nnUNet_n_proc_DA": "1"}
     command = [sys.executable, __file__, "--cell", method, "x".join(map(str, size)), "--threads", str(threads)]
     pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
     start = time.perf_counter()
