@@ -124,12 +124,18 @@ def test_fresh_data_seeds_never_share_a_case_across_runs():
     assert len(set(flat)) == len(flat)
 
 
-def test_a_baseline_trains_for_its_budget_of_wall_time_whatever_its_step_costs(tmp_path):
-    benchmark = _module()
-    settings = benchmark.Settings(1.0, 24, 2, 1, None, benchmark.torch.device("cpu"), smoke=True)
+def _smoke_data(benchmark, tmp_path, budget_s, n_train):
+    """Smoke settings and the prepared training and validation cases (the last training case validates)."""
+    settings = benchmark.Settings(budget_s, 24, n_train, 1, None, benchmark.torch.device("cpu"), smoke=True)
     train_dir, train_cases, _ = benchmark.make_data(settings, tmp_path)
     train_data, val_data, _ = benchmark.prepare_cases(benchmark.load_dataset(train_dir), train_cases[:-1],
                                                       train_cases[-1:])
+    return settings, train_data, val_data
+
+
+def test_a_baseline_trains_for_its_budget_of_wall_time_whatever_its_step_costs(tmp_path):
+    benchmark = _module()
+    settings, train_data, _ = _smoke_data(benchmark, tmp_path, 1.0, 2)
     augment = benchmark.TrainConfig().augment
     short = benchmark.train_baseline("slice2d", settings, train_data, augment)[1]
     longer = benchmark.train_baseline("slice2d", settings, train_data, augment, budget_s=2.5)[1]
@@ -140,10 +146,7 @@ def test_a_baseline_trains_for_its_budget_of_wall_time_whatever_its_step_costs(t
 
 def test_a_baseline_keeps_its_best_validation_weights(tmp_path):
     benchmark = _module()
-    settings = benchmark.Settings(1.5, 24, 3, 1, None, benchmark.torch.device("cpu"), smoke=True)
-    train_dir, train_cases, _ = benchmark.make_data(settings, tmp_path)
-    train_data, val_data, _ = benchmark.prepare_cases(benchmark.load_dataset(train_dir), train_cases[:-1],
-                                                      train_cases[-1:])
+    settings, train_data, val_data = _smoke_data(benchmark, tmp_path, 1.5, 3)
     model, run = benchmark.train_baseline("slice2d", settings, train_data, benchmark.TrainConfig().augment,
                                           val_data=val_data)
     assert run["validations"] >= 2 and run["best_s"] <= run["train_s"]
