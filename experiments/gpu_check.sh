@@ -154,4 +154,6 @@ bench_out="$out/bench_ops.md"
 run_step bench_ops 90 "$python" experiments/bench_ops.py "${bench_args[@]}" --out "$bench_out"
 [ "$bench_out" = "$out/bench_ops.md" ] || [ ! -f "$bench_out" ] || mv "$bench_out" "$out/bench_ops.md"
 
-run_step benchmark 100 "$python" experiments/benchmark.py "${benchmark_args[@]}" --out-dir "$out" --name benchmark
+# Every method but nnU-Net's: the device's wheels (gpu_wheels.sh) carry no nnunetv2.
+run_step benchmark 100 "$python" experiments/benchmark.py "${benchmark_args[@]}" --out-dir "$out" --name benchmark \
+  --methods vol25d,dynunet3d,slice2d,stack25d,unet3d,unet3d-patch
