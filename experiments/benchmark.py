@@ -57,8 +57,8 @@ that does not read the image; ``--collect`` names vol25d's row by both.
 
 ``--collect`` makes one table of reports (one per seed, or per seed and method): mean ± sd (ddof 1) per method,
 the worst run, the runs that collapsed (Dice below :data:`COLLAPSED`) named, and vol25d's paired difference to
-the best other method with a bootstrap 95 % interval. It refuses reports of different budgets, data, commits
-or sizes.
+every other method with a bootstrap 95 % interval. It refuses reports of different budgets, data, commits or
+thread counts.
 
 ``--time-plot`` draws Dice against training seconds per method from reports of one or more budgets (mean ± sd
 over the seeds of each budget) into ``--name``'s PNG.
@@ -91,9 +91,9 @@ from vol25d.data.dataset import Case, load_dataset, split_cases
 from vol25d.data.phantom import write_phantom_dataset
 from vol25d.data.prepare import prepare_cases, read_case_images
 from vol25d.data.preprocess import preprocess_image, restore
-from vol25d.infer import Predictor
+from vol25d.infer import Predictor, probabilities_to_labels
 from vol25d.io import read_volume
-from vol25d.metrics import cldice, dice, hd95
+from vol25d.metrics import dice, evaluate_case
 from vol25d.model import ModelConfig, Random25DUNet
 from vol25d.device import amp_enabled, autocast, resolve_device
 from vol25d.geometry import random_directions
@@ -202,56 +202,36 @@ def _gib(value) -> str:
     return CPU_MEMORY if value is None else f"{value / 2**30:.2f} GiB"
 
 
-def reference_masks(case: Case, n_classes: int, multi_label: bool) -> tuple[np.ndarray, tuple[float, ...]]:
-    """The label file of ``case`` as boolean ``(K, X, Y, Z)`` masks on its own grid, and that grid's spacing
-    in mm (the affine's column norms)."""
-    volume = read_volume(case.label_path, dtype=None)
-    array = np.asarray(volume.array)
-    if multi_label:
-        masks = np.moveaxis(array > 0, -1, 0)
-    else:
-        array = array[..., 0] if array.ndim == 4 else array
-        masks = np.stack([array == k + 1 for k in range(n_classes)])
-    spacing = tuple(float(v) for v in np.linalg.norm(volume.affine[:3, :3], axis=0))
-    return masks, spacing
-
-
-def score(masks_of, cases: list[Case], n_classes: int, multi_label: bool, device) -> dict:
-    """Dice, HD95 (mm), clDice averaged over cases and classes, on each label file's grid, and the mean
-    seconds per volume of ``masks_of(case)`` (image files → boolean ``(K, X, Y, Z)`` masks on that grid)."""
-    dices, distances, centrelines, seconds = [], [], [], []
+def score(labels_of, cases: list[Case], class_names: list[str], device) -> dict:
+    """Dice, HD95 (mm), clDice averaged over cases and classes, on each label file's grid, as ``vol25d
+    evaluate`` scores them (:func:`vol25d.metrics.evaluate_case`), and the mean seconds per volume of
+    ``labels_of(case)`` (image files → a label map ``(X, Y, Z)``, or ``(X, Y, Z, K)`` multi-label, on that
+    grid)."""
+    rows, seconds = [], []
     for case in cases:
         _sync(device)
         start = time.perf_counter()
         with torch.no_grad():
-            prediction = masks_of(case)
+            prediction = labels_of(case)
         _sync(device)
         seconds.append(time.perf_counter() - start)
-        reference, spacing = reference_masks(case, n_classes, multi_label)
-        if prediction.shape != reference.shape:
-            raise RuntimeError(f"{case.name}: prediction {prediction.shape} against label {reference.shape}")
-        for k in range(reference.shape[0]):
-            dices.append(dice(prediction[k], reference[k]))
-            distances.append(hd95(prediction[k], reference[k], spacing))
-            centrelines.append(cldice(prediction[k], reference[k]))
-    return {"dice": float(np.mean(dices)), "hd95": float(np.mean(distances)), "cldice": float(np.mean(centrelines)),
-            "infer_s": float(np.mean(seconds))}
+        reference = read_volume(case.label_path)
+        rows += evaluate_case(prediction, reference.array, reference.spacing, class_names, case_id=case.name)
+    return {"dice": float(np.mean([r["dice"] for r in rows])), "hd95": float(np.mean([r["hd95_mm"] for r in rows])),
+            "cldice": float(np.mean([r["cldice"] for r in rows])), "infer_s": float(np.mean(seconds))}
 
 
-def _native_masks(probabilities_of, preprocess, multi_label: bool):
-    """``case → (K, X, Y, Z)`` masks from ``probabilities_of(image (C, D, H, W)) → (K, D, H, W)`` on the
-    preprocessed grid: read, preprocess, predict, restore to the file's grid, threshold at 0.5."""
+def _native_labels(probabilities_of, preprocess, multi_label: bool):
+    """``case → labels`` on the file's grid from ``probabilities_of(image (C, D, H, W)) → (K, D, H, W)`` on the
+    preprocessed grid: read, preprocess, predict, restore, then threshold at 0.5 as ``vol25d predict`` does
+    (:func:`vol25d.infer.probabilities_to_labels`)."""
 
-    def masks_of(case: Case) -> np.ndarray:
+    def labels_of(case: Case) -> np.ndarray:
         image, info = preprocess_image(read_case_images(case), preprocess)
         native = restore(probabilities_of(image).float(), info).array  # (X, Y, Z, K)
-        masks = np.moveaxis(native >= 0.5, -1, 0)
-        if not multi_label and masks.shape[0] > 1:  # one class per voxel: the likeliest above the threshold
-            best = np.argmax(np.moveaxis(native, -1, 0), axis=0)
-            masks = masks & (np.arange(masks.shape[0])[:, None, None, None] == best[None])
-        return masks
+        return probabilities_to_labels(native, 0.5, multi_label)
 
-    return masks_of
+    return labels_of
 
 
 # --- baselines ----------------------------------------------------------------------------------------------
@@ -447,13 +427,6 @@ def _epoch_seconds(metrics_csv: Path) -> float:
         return max(1e-3, float(list(csv.DictReader(handle))[-1]["seconds"]))
 
 
-def _best_epoch(metrics_csv: Path) -> int:
-    with metrics_csv.open() as handle:
-        rows = list(csv.DictReader(handle))
-    scores = [float(row["val_dice"]) for row in rows]
-    return int(rows[int(np.nanargmax(scores))]["epoch"]) if rows and not np.all(np.isnan(scores)) else 0
-
-
 def _model_config(settings: Settings) -> ModelConfig:
     """vol25d's settings in the benchmark: the defaults, or a tiny model with --smoke; the reconstruction and
     head asked for."""
@@ -463,7 +436,7 @@ def _model_config(settings: Settings) -> ModelConfig:
     return ModelConfig(reconstruction=settings.reconstruction, head_image=settings.head_image)
 
 
-def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, n_classes, multi_label) -> dict:
+def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, class_names, multi_label) -> dict:
     model_config = _model_config(settings)
     base = dict(steps_per_case=2 if settings.smoke else 12, val_fraction=VAL_FRACTION, device=str(settings.device),
                 seed=settings.seed, lr=settings.lr)
@@ -484,12 +457,12 @@ def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, n_cl
     for tag, checkpoint in (("path1", first.checkpoint), ("path2", second.checkpoint)):
         predictor = Predictor.load(checkpoint, str(settings.device))
         _reset_memory(settings.device)
-        masks_of = _native_masks(lambda image, model=predictor.model: _vol25d_probabilities(model, image, settings),
-                                 predictor.preprocess, multi_label)
-        scores[tag] = score(masks_of, test_cases, n_classes, multi_label, settings.device)
+        labels_of = _native_labels(lambda image, model=predictor.model: _vol25d_probabilities(model, image, settings),
+                                   predictor.preprocess, multi_label)
+        scores[tag] = score(labels_of, test_cases, class_names, settings.device)
         scores[tag]["infer_mem"] = _peak_memory(settings.device)
     steps = (epochs1 + epochs2) * n_train * base["steps_per_case"]
-    best = f"path 1 epoch {_best_epoch(run / 'path1_metrics.csv')}, path 2 epoch {second.best_epoch}"
+    best = f"path 1 epoch {first.best_epoch}, path 2 epoch {second.best_epoch}"
     return dict(scores["path2"], steps=steps, train_s=first.seconds + second.seconds, train_mem=train_mem,
                 dice_path1=scores["path1"]["dice"], epochs=(epochs1, epochs2), best=best)
 
@@ -501,8 +474,8 @@ def _vol25d_probabilities(model, image: torch.Tensor, settings: Settings) -> tor
 
 # --- nnU-Net ------------------------------------------------------------------------------------------------
 
-def run_nnunet(methods: tuple[str, ...], settings: Settings, dataset, train_cases, val_cases, test_cases, work: Path,
-               n_classes: int) -> dict:
+def run_nnunet(methods: tuple[str, ...], settings: Settings, dataset, train_cases, val_cases, test_cases,
+               work: Path) -> dict:
     """nnU-Net's rows: plan and preprocess once, then train each configuration for the budget and score its
     default prediction (mirroring) and the one without mirroring."""
     import nnunet_baseline as nnunet
@@ -524,7 +497,7 @@ def run_nnunet(methods: tuple[str, ...], settings: Settings, dataset, train_case
                       nnunet=f"batch {trained.batch_size}, patch {'×'.join(map(str, trained.patch_size))}")
         for mirroring, label in ((True, name), (False, name + NO_MIRRORING)):
             predictor = nnunet.Predictor(trained, mirroring)
-            results[label] = dict(score(predictor.masks, test_cases, n_classes, False, settings.device), **common)
+            results[label] = dict(score(predictor.labels, test_cases, dataset.class_names, settings.device), **common)
         print(f"{name}: Dice {results[name]['dice']:.3f} after {trained.epochs} epochs", flush=True)
     return results
 
@@ -942,20 +915,20 @@ def main(argv=None) -> None:
         work = Path(scratch)
         train_dir, _, test_cases = make_data(settings, work)
         dataset = load_dataset(train_dir)
-        n_classes, multi_label = len(dataset.class_names), dataset.multi_label
+        class_names, multi_label = dataset.class_names, dataset.multi_label
         train_cases, val_cases = split_cases(dataset.cases, VAL_FRACTION, settings.seed)
         train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, quiet=True)
         shape = tuple(train_data[0].image.shape[1:])
         results = {}
         if "vol25d" in methods:
-            results["vol25d"] = run_vol25d(settings, train_dir, work, test_cases, n_classes, multi_label)
+            results["vol25d"] = run_vol25d(settings, train_dir, work, test_cases, class_names, multi_label)
             print(f"vol25d: Dice {results['vol25d']['dice_path1']:.3f} (path 1) → {results['vol25d']['dice']:.3f} "
                   f"(path 2)", flush=True)
         for method in (name for name in methods if name not in ("vol25d", *NNUNET)):
             model, result = train_baseline(method, settings, train_data, TrainConfig().augment, val_data=val_data)
             _reset_memory(settings.device)
-            result.update(score(_native_masks(model.predict, preprocess, multi_label), test_cases, n_classes,
-                                multi_label, settings.device))
+            result.update(score(_native_labels(model.predict, preprocess, multi_label), test_cases, class_names,
+                                settings.device))
             result["infer_mem"] = _peak_memory(settings.device)
             result["best"] = f"{result['best_s']:.0f} s"
             results[method] = result
@@ -963,7 +936,7 @@ def main(argv=None) -> None:
             del model
         chosen = tuple(name for name in methods if name in NNUNET)
         if chosen:
-            results.update(run_nnunet(chosen, settings, dataset, train_cases, val_cases, test_cases, work, n_classes))
+            results.update(run_nnunet(chosen, settings, dataset, train_cases, val_cases, test_cases, work))
     sweep_rows = None
     if args.sweep:
         if settings.device.type == "cuda":

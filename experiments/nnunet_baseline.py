@@ -260,8 +260,8 @@ def train(configuration: str, budget_s: float, seed: int) -> TrainedNnUNet:
 
 
 class Predictor:
-    """nnU-Net's own predictor on a trained configuration's best weights: image files → ``(K, X, Y, Z)`` boolean
-    masks on the image file's grid (the voxel order of :func:`vol25d.io.read_volume`)."""
+    """nnU-Net's own predictor on a trained configuration's best weights: image files → its label map
+    ``(X, Y, Z)`` on the image file's grid (the voxel order of :func:`vol25d.io.read_volume`)."""
 
     def __init__(self, trained: TrainedNnUNet, mirroring: bool):
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -281,13 +281,10 @@ class Predictor:
                                              [network.state_dict()], trainer.dataset_json, type(trainer).__name__,
                                              trainer.inference_allowed_mirroring_axes)
         self.reader = trainer.plans_manager.image_reader_writer_class()
-        self.values = sorted(v for v in trainer.dataset_json["labels"].values() if v > 0)
 
-    def masks(self, case: Case) -> np.ndarray:
+    def labels(self, case: Case) -> np.ndarray:
         image, properties = self.reader.read_images([str(p) for p in case.image_paths])
-        segmentation = self.predictor.predict_single_npy_array(image, properties)
-        segmentation = file_order(np.asarray(segmentation))
-        return np.stack([segmentation == value for value in self.values])
+        return file_order(np.asarray(self.predictor.predict_single_npy_array(image, properties)))
 
 
 def file_order(array: np.ndarray) -> np.ndarray:
