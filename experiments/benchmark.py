@@ -14,6 +14,8 @@ Methods (names as in the output):
   without touching the library: one epoch of each path is timed first in a scratch run folder (not counted),
   then each path runs ``floor(share / epoch seconds)`` epochs (at least 1). Its Dice is reported after path 1
   and after path 2.
+- ``vol25d-path1``: path 1 alone for the whole budget (the same timed first epoch sets its epochs): the control
+  that says what path 2 is worth at equal time (issue 33).
 - ``nnunet-2d``, ``nnunet-3d``: nnU-Net v2 (``2d`` and ``3d_fullres``) through its own planning,
   preprocessing, trainer and predictor, fitted to the budget by wall time (``experiments/nnunet_baseline.py``
   says exactly what differs from nnU-Net as it ships). Each is scored twice: with its default prediction
@@ -103,7 +105,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import machine_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("vol25d", "nnunet-2d", "nnunet-3d", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
+METHODS = ("vol25d", "vol25d-path1", "nnunet-2d", "nnunet-3d", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
 DEFAULT_METHODS = ("vol25d", "nnunet-2d", "nnunet-3d", "dynunet3d", "slice2d")
 NNUNET = ("nnunet-2d", "nnunet-3d")
 NO_MIRRORING = " (no mirroring)"
@@ -436,7 +438,10 @@ def _model_config(settings: Settings) -> ModelConfig:
     return ModelConfig(reconstruction=settings.reconstruction, head_image=settings.head_image)
 
 
-def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, class_names, multi_label) -> dict:
+def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, class_names, multi_label,
+               path2: bool = True) -> dict:
+    """vol25d trained for the budget, 80 % path 1 and 20 % path 2 (``path2``), or path 1 alone for all of it;
+    scored after each path."""
     model_config = _model_config(settings)
     base = dict(steps_per_case=2 if settings.smoke else 12, val_fraction=VAL_FRACTION, device=str(settings.device),
                 seed=settings.seed, lr=settings.lr)
@@ -445,16 +450,21 @@ def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, clas
     # The epoch's seconds come from pathN_metrics.csv (training and validation, without the data loading).
     probe = train(train_dir, work / "probe", TrainConfig(path=1, epochs=1, **base), model_config=model_config,
                   quiet=True)
-    epochs1 = max(1, int(0.8 * settings.budget_s / _epoch_seconds(work / "probe" / "path1_metrics.csv")))
-    train(train_dir, work / "probe", TrainConfig(path=2, epochs=1, **base), init=probe.checkpoint, quiet=True)
-    epochs2 = max(1, int(0.2 * settings.budget_s / _epoch_seconds(work / "probe" / "path2_metrics.csv")))
-    run = work / "vol25d"
+    share1 = 0.8 if path2 else 1.0
+    epochs1 = max(1, int(share1 * settings.budget_s / _epoch_seconds(work / "probe" / "path1_metrics.csv")))
+    epochs2 = 0
+    if path2:
+        train(train_dir, work / "probe", TrainConfig(path=2, epochs=1, **base), init=probe.checkpoint, quiet=True)
+        epochs2 = max(1, int(0.2 * settings.budget_s / _epoch_seconds(work / "probe" / "path2_metrics.csv")))
+    run = work / ("vol25d" if path2 else "vol25d-path1")
     _reset_memory(settings.device)
     first = train(train_dir, run, TrainConfig(path=1, epochs=epochs1, **base), model_config=model_config, quiet=True)
-    second = train(train_dir, run, TrainConfig(path=2, epochs=epochs2, **base), init=first.checkpoint, quiet=True)
+    second = (train(train_dir, run, TrainConfig(path=2, epochs=epochs2, **base), init=first.checkpoint, quiet=True)
+              if path2 else None)
     train_mem = _peak_memory(settings.device)
     scores = {}
-    for tag, checkpoint in (("path1", first.checkpoint), ("path2", second.checkpoint)):
+    checkpoints = [("path1", first.checkpoint)] + ([("path2", second.checkpoint)] if path2 else [])
+    for tag, checkpoint in checkpoints:
         predictor = Predictor.load(checkpoint, str(settings.device))
         _reset_memory(settings.device)
         labels_of = _native_labels(lambda image, model=predictor.model: _vol25d_probabilities(model, image, settings),
@@ -462,6 +472,9 @@ def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, clas
         scores[tag] = score(labels_of, test_cases, class_names, settings.device)
         scores[tag]["infer_mem"] = _peak_memory(settings.device)
     steps = (epochs1 + epochs2) * n_train * base["steps_per_case"]
+    if not path2:
+        return dict(scores["path1"], steps=steps, train_s=first.seconds, train_mem=train_mem,
+                    dice_path1=scores["path1"]["dice"], epochs=(epochs1, 0), best=f"path 1 epoch {first.best_epoch}")
     best = f"path 1 epoch {first.best_epoch}, path 2 epoch {second.best_epoch}"
     return dict(scores["path2"], steps=steps, train_s=first.seconds + second.seconds, train_mem=train_mem,
                 dice_path1=scores["path1"]["dice"], epochs=(epochs1, epochs2), best=best)
@@ -547,7 +560,7 @@ def sweep(settings: Settings, sizes=SWEEP_SIZES) -> list[dict]:
     device = settings.device
     config = TrainConfig(path=1, device=str(device))
     for shape in sizes:
-        for name in (m for m in settings.methods if m not in NNUNET):
+        for name in (m for m in settings.methods if m not in (*NNUNET, "vol25d-path1")):  # the network of vol25d
             row = {"method": name, "shape": shape}
             try:
                 _reset_memory(device)
@@ -654,7 +667,7 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
         sizes = list(dict.fromkeys(row["shape"] for row in sweep_rows))
         lines += ["| method | " + " | ".join("×".join(map(str, s)) for s in sizes) + " | largest that fits |",
                   "|---|" + "---|" * (len(sizes) + 1)]
-        for method in (m for m in settings.methods if m not in NNUNET):
+        for method in (m for m in settings.methods if m not in (*NNUNET, "vol25d-path1")):
             cells = [row["memory"] if row["memory"] == "OOM" else _gib(row["memory"])
                      for row in sweep_rows if row["method"] == method]
             fits = [row["shape"] for row in sweep_rows if row["method"] == method and row["memory"] != "OOM"]
@@ -744,7 +757,7 @@ def collect(paths: list[Path], out_dir: Path, name: str) -> str:
         collapsed = [seed for seed, values in runs[label].items() if values[0] < COLLAPSED]
         lines.append(f"| {label} | {len(table)} | {cells[0]} | {table[:, 0].min():.3f} | "
                      f"{', '.join(f'seed {s}' for s in collapsed) or 'none'} | {cells[1]} | {cells[2]} |")
-    ours = [label for label in runs if label.startswith("vol25d")]
+    ours = [label for label in runs if label.startswith("vol25d (")]
     if ours:
         lines += ["", f"Paired differences of Dice over the seeds both ran (mean, bootstrap 95 % interval of {BOOTSTRAP} "
                   "resamples of the seeds):", "",
@@ -924,7 +937,11 @@ def main(argv=None) -> None:
             results["vol25d"] = run_vol25d(settings, train_dir, work, test_cases, class_names, multi_label)
             print(f"vol25d: Dice {results['vol25d']['dice_path1']:.3f} (path 1) → {results['vol25d']['dice']:.3f} "
                   f"(path 2)", flush=True)
-        for method in (name for name in methods if name not in ("vol25d", *NNUNET)):
+        if "vol25d-path1" in methods:
+            results["vol25d-path1"] = run_vol25d(settings, train_dir, work, test_cases, class_names, multi_label,
+                                                 path2=False)
+            print(f"vol25d-path1: Dice {results['vol25d-path1']['dice']:.3f} (path 1 alone)", flush=True)
+        for method in (name for name in methods if name not in ("vol25d", "vol25d-path1", *NNUNET)):
             model, result = train_baseline(method, settings, train_data, TrainConfig().augment, val_data=val_data)
             _reset_memory(settings.device)
             result.update(score(_native_labels(model.predict, preprocess, multi_label), test_cases, class_names,

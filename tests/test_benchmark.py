@@ -11,7 +11,7 @@ from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
 # Every method but nnU-Net's, which needs the bench extra (tests/test_nnunet_baseline.py runs it where installed).
-METHODS = ("vol25d", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
+METHODS = ("vol25d", "vol25d-path1", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
 
 
 def test_smoke_run_writes_a_row_per_method_and_a_plot(tmp_path):
@@ -78,8 +78,8 @@ def _rows(text, header="| method"):
 
 def test_collect_gives_mean_and_sample_spread_per_method_and_names_collapsed_runs(tmp_path):
     benchmark = _module()
-    runs = [_report(tmp_path / "a.md", "image", [("vol25d", 0.8), ("slice2d", 0.7)], seed=1),
-            _report(tmp_path / "b.md", "image", [("vol25d", 0.6), ("slice2d", 0.05)], seed=2),
+    runs = [_report(tmp_path / "a.md", "image", [("vol25d", 0.8), ("vol25d-path1", 0.75), ("slice2d", 0.7)], seed=1),
+            _report(tmp_path / "b.md", "image", [("vol25d", 0.6), ("vol25d-path1", 0.62), ("slice2d", 0.05)], seed=2),
             _report(tmp_path / "c.md", "seed", [("vol25d", 0.5)], seed=3),
             _report(tmp_path / "e.md", "image; T reads the image: yes", [("vol25d", 0.9)], seed=4)]
     text = benchmark.collect(runs, tmp_path, "over")
@@ -88,6 +88,9 @@ def test_collect_gives_mean_and_sample_spread_per_method_and_names_collapsed_run
     assert rows["slice2d"][4] == "seed 2" and rows["slice2d"][2] == "0.375 ± 0.460"
     assert rows["vol25d (seed)"][1] == "1" and rows["vol25d (seed)"][2] == "0.500 ± n/a"
     assert "| vol25d (image) − slice2d | 2 | +0.325 |" in text
+    # path 1 alone is a method of its own, so path 2's worth at equal time is one of vol25d's paired differences
+    assert rows["vol25d-path1"][2] == "0.685 ± 0.092"
+    assert "| vol25d (image) − vol25d-path1 | 2 | +0.015 |" in text and "1/2 |" in text
     assert (tmp_path / "over.md").read_text() == text
 
 
