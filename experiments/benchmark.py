@@ -16,6 +16,8 @@ Methods (names as in the output):
   and after path 2.
 - ``vol25d-path1``: path 1 alone for the whole budget (the same timed first epoch sets its epochs): the control
   that says what path 2 is worth at equal time (issue 33).
+- ``vol25d-path2aug``: ``vol25d`` with path 2 also on U's views of :data:`PATH2_COPIES` augmented copies of each
+  training case (``TrainConfig.path2_copies``), the candidate for path 2's default.
 - ``nnunet-2d``, ``nnunet-3d``: nnU-Net v2 (``2d`` and ``3d_fullres``) through its own planning,
   preprocessing, trainer and predictor, fitted to the budget by wall time (``experiments/nnunet_baseline.py``
   says exactly what differs from nnU-Net as it ships). Each is scored twice: with its default prediction
@@ -105,7 +107,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import machine_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("vol25d", "vol25d-path1", "nnunet-2d", "nnunet-3d", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
+METHODS = ("vol25d", "vol25d-path1", "vol25d-path2aug", "nnunet-2d", "nnunet-3d", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
+# vol25d's rows: run_vol25d's arguments for each.
+VOL25D = {"vol25d": {}, "vol25d-path1": {"path2": False}, "vol25d-path2aug": {"path2_copies": 4}}
+PATH2_COPIES = VOL25D["vol25d-path2aug"]["path2_copies"]
 DEFAULT_METHODS = ("vol25d", "nnunet-2d", "nnunet-3d", "dynunet3d", "slice2d")
 NNUNET = ("nnunet-2d", "nnunet-3d")
 NO_MIRRORING = " (no mirroring)"
@@ -439,9 +444,9 @@ def _model_config(settings: Settings) -> ModelConfig:
 
 
 def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, class_names, multi_label,
-               path2: bool = True) -> dict:
-    """vol25d trained for the budget, 80 % path 1 and 20 % path 2 (``path2``), or path 1 alone for all of it;
-    scored after each path."""
+               path2: bool = True, path2_copies: int = 0) -> dict:
+    """vol25d trained for the budget, 80 % path 1 and 20 % path 2 (``path2``, on ``path2_copies`` augmented
+    copies of each case too), or path 1 alone for all of it; scored after each path."""
     model_config = _model_config(settings)
     base = dict(steps_per_case=2 if settings.smoke else 12, val_fraction=VAL_FRACTION, device=str(settings.device),
                 seed=settings.seed, lr=settings.lr)
@@ -454,13 +459,14 @@ def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, clas
     epochs1 = max(1, int(share1 * settings.budget_s / _epoch_seconds(work / "probe" / "path1_metrics.csv")))
     epochs2 = 0
     if path2:
-        train(train_dir, work / "probe", TrainConfig(path=2, epochs=1, **base), init=probe.checkpoint, quiet=True)
+        train(train_dir, work / "probe", TrainConfig(path=2, epochs=1, path2_copies=path2_copies, **base),
+              init=probe.checkpoint, quiet=True)
         epochs2 = max(1, int(0.2 * settings.budget_s / _epoch_seconds(work / "probe" / "path2_metrics.csv")))
-    run = work / ("vol25d" if path2 else "vol25d-path1")
+    run = work / f"vol25d-{path2}-{path2_copies}"
     _reset_memory(settings.device)
     first = train(train_dir, run, TrainConfig(path=1, epochs=epochs1, **base), model_config=model_config, quiet=True)
-    second = (train(train_dir, run, TrainConfig(path=2, epochs=epochs2, **base), init=first.checkpoint, quiet=True)
-              if path2 else None)
+    second = (train(train_dir, run, TrainConfig(path=2, epochs=epochs2, path2_copies=path2_copies, **base),
+                    init=first.checkpoint, quiet=True) if path2 else None)
     train_mem = _peak_memory(settings.device)
     scores = {}
     checkpoints = [("path1", first.checkpoint)] + ([("path2", second.checkpoint)] if path2 else [])
@@ -560,7 +566,7 @@ def sweep(settings: Settings, sizes=SWEEP_SIZES) -> list[dict]:
     device = settings.device
     config = TrainConfig(path=1, device=str(device))
     for shape in sizes:
-        for name in (m for m in settings.methods if m not in (*NNUNET, "vol25d-path1")):  # the network of vol25d
+        for name in (m for m in settings.methods if m not in (*NNUNET, *VOL25D) or m == "vol25d"):
             row = {"method": name, "shape": shape}
             try:
                 _reset_memory(device)
@@ -631,11 +637,11 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
         lines.append(f"| {label} | {_fmt(r['dice'])} | {_fmt(r['hd95'], 2)} | {_fmt(r['cldice'])} | {r['steps']} | "
                      f"{r['train_s']:.1f} | {_fmt(per_step, 3)} | {r.get('best', 'last')} | {r['infer_s']:.3f} | "
                      f"{_gib(r['train_mem'])} | {_gib(r['infer_mem'])} |")
-    if "vol25d" in results:
-        v = results["vol25d"]
-        lines += ["", f"vol25d path-2 gain: Dice {_fmt(v['dice_path1'])} after path 1 → {_fmt(v['dice'])} after path 2 "
+    for label in (label for label in ("vol25d", "vol25d-path2aug") if label in results):
+        v = results[label]
+        lines += ["", f"{label} path-2 gain: Dice {_fmt(v['dice_path1'])} after path 1 → {_fmt(v['dice'])} after path 2 "
                   f"({v['dice'] - v['dice_path1']:+.3f}); epochs {v['epochs'][0]} (path 1) + {v['epochs'][1]} (path 2). "
-                  "The table's vol25d row is after path 2; its train seconds include `train`'s own data loading and "
+                  f"The table's {label} row is after path 2; its train seconds include `train`'s own data loading and "
                   "validation, its steps are path 1's plus path 2's."]
     nnunet_rows = [label for label in NNUNET if label in results]
     if nnunet_rows:
@@ -667,7 +673,7 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
         sizes = list(dict.fromkeys(row["shape"] for row in sweep_rows))
         lines += ["| method | " + " | ".join("×".join(map(str, s)) for s in sizes) + " | largest that fits |",
                   "|---|" + "---|" * (len(sizes) + 1)]
-        for method in (m for m in settings.methods if m not in (*NNUNET, "vol25d-path1")):
+        for method in (m for m in settings.methods if m not in (*NNUNET, *VOL25D) or m == "vol25d"):
             cells = [row["memory"] if row["memory"] == "OOM" else _gib(row["memory"])
                      for row in sweep_rows if row["method"] == method]
             fits = [row["shape"] for row in sweep_rows if row["method"] == method and row["memory"] != "OOM"]
@@ -933,15 +939,12 @@ def main(argv=None) -> None:
         train_data, val_data, preprocess = prepare_cases(dataset, train_cases, val_cases, quiet=True)
         shape = tuple(train_data[0].image.shape[1:])
         results = {}
-        if "vol25d" in methods:
-            results["vol25d"] = run_vol25d(settings, train_dir, work, test_cases, class_names, multi_label)
-            print(f"vol25d: Dice {results['vol25d']['dice_path1']:.3f} (path 1) → {results['vol25d']['dice']:.3f} "
-                  f"(path 2)", flush=True)
-        if "vol25d-path1" in methods:
-            results["vol25d-path1"] = run_vol25d(settings, train_dir, work, test_cases, class_names, multi_label,
-                                                 path2=False)
-            print(f"vol25d-path1: Dice {results['vol25d-path1']['dice']:.3f} (path 1 alone)", flush=True)
-        for method in (name for name in methods if name not in ("vol25d", "vol25d-path1", *NNUNET)):
+        for method in (name for name in methods if name in VOL25D):
+            results[method] = run_vol25d(settings, train_dir, work, test_cases, class_names, multi_label,
+                                         **VOL25D[method])
+            print(f"{method}: Dice {results[method]['dice_path1']:.3f} (path 1) → {results[method]['dice']:.3f} "
+                  "(the row)", flush=True)
+        for method in (name for name in methods if name not in (*VOL25D, *NNUNET)):
             model, result = train_baseline(method, settings, train_data, TrainConfig().augment, val_data=val_data)
             _reset_memory(settings.device)
             result.update(score(_native_labels(model.predict, preprocess, multi_label), test_cases, class_names,

@@ -11,7 +11,7 @@ from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "benchmark.py"
 # Every method but nnU-Net's, which needs the bench extra (tests/test_nnunet_baseline.py runs it where installed).
-METHODS = ("vol25d", "vol25d-path1", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
+METHODS = ("vol25d", "vol25d-path1", "vol25d-path2aug", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
 
 
 def test_smoke_run_writes_a_row_per_method_and_a_plot(tmp_path):
@@ -19,7 +19,7 @@ def test_smoke_run_writes_a_row_per_method_and_a_plot(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out-dir", str(tmp_path), "--methods",
                            ",".join(METHODS)],
-                          capture_output=True, text=True, env=env, timeout=85)
+                          capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = (tmp_path / "benchmark.md").read_text()
     rows = {}

@@ -187,6 +187,8 @@ CASES = [
     ("yaml-missing", lambda c, t: _train(c["phantoms"], t, "--config", t / "nowhere.yaml"), 1, ["nowhere.yaml"]),
     ("predict-view-chunk-zero", lambda c, t: _predict(_phantom_image(c["phantoms"]), t, c["run"] / "path2.pt",
                                                       "--view-chunk", 0), 1, ["view_chunk", "≥ 1"]),
+    ("train-path2-copies-negative", lambda c, t: _train(c["phantoms"], t, "--path2-copies", -1), 1,
+     ["path2_copies must be a whole number ≥ 0", "-1"]),
     ("train-checkpoint-views-negative", lambda c, t: _train(c["phantoms"], t, "--checkpoint-views", -1), 1,
      ["checkpoint_views", "≥ 0"]),
     ("yaml-memory-control-in-model", lambda c, t: _train(c["phantoms"], t, "--config", _yaml(t, "model:\n  view_chunk: 8\n")),

@@ -221,3 +221,42 @@ def test_the_schedule_by_fraction_of_training_matches_the_one_by_steps():
             assert optimizer.param_groups[0]["lr"] == pytest.approx(warmup_cosine(0.05 + 0.95 * (step - 5) / 95))
         optimizer.step()
         schedule.step()
+
+
+@pytest.mark.parametrize("copies", [-1, 1.5, True])
+def test_path2_copies_must_be_a_whole_number(copies):
+    with pytest.raises(InputError, match="path2_copies must be a whole number"):
+        TrainConfig(path=2, path2_copies=copies)
+
+
+def test_path2_copies_need_the_augmentation():
+    with pytest.raises(InputError, match="path2_copies = 2 needs the augmentation on"):
+        TrainConfig(path=2, path2_copies=2, augment={"enabled": False})
+
+
+def test_path_2_on_augmented_copies_trains_on_every_case_and_copy_with_the_same_steps(path1, phantoms, tmp_path):
+    from vol25d.data.dataset import load_dataset, split_cases
+    from vol25d.data.prepare import prepare_cases
+
+    out, first = path1
+    dataset = load_dataset(phantoms)
+    train_cases, val_cases = split_cases(dataset.cases, 0.2, 0)
+    train_data, val_data, _ = prepare_cases(dataset, train_cases, val_cases, quiet=True)
+    saved = Checkpoint.load(first.checkpoint)
+    model = Random25DUNet.from_config(ModelConfig(**saved.model_config))
+    model.load_state_dict(saved.state_dict)
+    cases = paths.Cases(train_data, val_data, torch.device("cpu"), False)
+    config = cpu(2, steps_per_case=3, path2_copies=2)
+    stage = paths.path2(model, cases, config, quiet=True)
+    order = stage.order(torch.Generator().manual_seed(0))
+    assert len(order) == stage.steps_per_epoch == 3 * len(train_data)  # the same steps as without copies
+    assert sorted(set(order)) == list(range(3 * len(train_data)))  # every case (k·3) and its 2 copies drawn
+    plain = paths.path2(model, cases, cpu(2, steps_per_case=3), quiet=True)
+    assert sorted(set(plain.order(torch.Generator().manual_seed(0)))) == list(range(len(train_data)))
+    for key in order[:4]:
+        loss = stage.step(stage.net, key)
+        assert torch.isfinite(loss) and loss.requires_grad
+    # the run through train() and its command line
+    second = train(phantoms, tmp_path, cpu(2, path2_copies=1), init=first.checkpoint, quiet=True)
+    assert changed(weights(first.checkpoint), weights(second.last_checkpoint), "filtration.")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["path2"]["train"]["path2_copies"] == 1

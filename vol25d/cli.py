@@ -38,7 +38,8 @@ def _cmd_train(args) -> int:
     settings = training_settings(
         args.path, config_file=args.config, init=args.init, resume=args.resume,
         train={key: getattr(args, key) for key in ("epochs", "steps_per_case", "lr", "seed", "device", "amp",
-                                                   "view_chunk", "checkpoint_views") if getattr(args, key) is not None},
+                                                   "view_chunk", "checkpoint_views", "path2_copies")
+               if getattr(args, key) is not None},
         model={key: getattr(args, key) for key in ("directions", "views", "projection") if getattr(args, key) is not None},
         preprocess={"max_voxels": args.max_voxels} if args.max_voxels is not None else None)
     if not Path(args.data).is_dir():
@@ -238,6 +239,9 @@ def _add_train(commands, parents: list[argparse.ArgumentParser]) -> None:
                    f"and path 2's view cache (default {TrainConfig.view_chunk})")
     p.add_argument("--checkpoint-views", type=int, metavar="N", help="memory, path 1: recompute U's activations in the "
                    f"backward over chunks of N views (default {TrainConfig.checkpoint_views}: keep them)")
+    p.add_argument("--path2-copies", type=int, metavar="N", help="path 2: also train F and T on U's views of N "
+                   "augmented copies of every training case, views with the errors U makes on data it did not fit "
+                   f'(default {TrainConfig.path2_copies}; docs/method.md "The operators")')
     p.add_argument("--resume", action="store_true", help="continue from RUN/pathN_last.pt (path 2: with the --init "
                    "it started from)")
     p.set_defaults(run=_cmd_train)

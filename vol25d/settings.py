@@ -380,7 +380,12 @@ class TrainConfig:
         amp: bf16 autocast on CUDA.
         device: ``"auto"`` (CUDA when available), ``"cuda"`` or ``"cpu"``.
         seed: seeds weights, the split, the order of cases, the drawn directions and the augmentation.
-        augment: path-1 augmentation (path 2 trains on U's cached views, so none there).
+        augment: path-1 augmentation (path 2 trains on U's cached views; see ``path2_copies``).
+        path2_copies: path 2 also caches U's views of this many augmented copies of every training case (path
+            1's augmentation, drawn once with the run's seed) and trains on them beside the cases themselves,
+            with the same number of steps per epoch; ``0`` (the default) trains on the cases alone. U fitted
+            its training cases, so its views of them are cleaner than of cases it never saw; the copies give F
+            and T views with errors like those at test time. Costs one pass of U per copy and its cache.
         view_chunk: views pushed through U at once when all ``m`` directions are used (validation, path 2's
             view cache): a memory control, not saved with the model.
         checkpoint_views: path 1: recompute U's activations in the backward over chunks of this many views
@@ -403,6 +408,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     view_chunk: int = DEFAULT_VIEW_CHUNK
     checkpoint_views: int = 0
+    path2_copies: int = 0
 
     def __post_init__(self):
         if self.path not in (1, 2):
@@ -414,6 +420,8 @@ class TrainConfig:
             raise InputError(f"small_lr_factor must be > 0; got {self.small_lr_factor}")
         if self.steps_per_case < 1:
             raise InputError(f"steps_per_case must be ≥ 1; got {self.steps_per_case}")
+        if isinstance(self.path2_copies, bool) or not isinstance(self.path2_copies, int) or self.path2_copies < 0:
+            raise InputError(f"path2_copies must be a whole number ≥ 0; got {self.path2_copies!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise InputError(f"val_fraction must be between 0 and 1; got {self.val_fraction}")
         if self.loss not in ("dice", "dice+bce"):
@@ -425,6 +433,9 @@ class TrainConfig:
             object.__setattr__(self, "lr", DEFAULT_LR)
         if isinstance(self.augment, dict):
             object.__setattr__(self, "augment", AugmentConfig(**self.augment))
+        if self.path2_copies and not self.augment.enabled:
+            raise InputError(f"path2_copies = {self.path2_copies} needs the augmentation on (augment: enabled), "
+                             "since unaugmented copies are the cases themselves; turn it on or set path2_copies to 0")
 
     def for_device(self, device) -> TrainConfig:
         """This config with its epochs set: as given, else :data:`DEFAULT_EPOCHS` of the path on ``device``'s

@@ -141,28 +141,49 @@ def path2(model: Random25DUNet, cases: Cases, config: TrainConfig, quiet: bool =
 
     U's probabilities at all ``m`` directions of every case are computed once (:func:`view_cache`, with
     progress unless ``quiet``; each process caches its own share of the training cases, rank 0 also the
-    validation cases). One step: the 3-D
-    Dice (+ BCE) of ``T ∘ R ∘ F`` of one case's cached views. Each epoch shuffles the process's share.
+    validation cases), and of ``config.path2_copies`` augmented copies of each training case (path 1's
+    augmentation, drawn once from the run's seed). One step: the 3-D Dice (+ BCE) of ``T ∘ R ∘ F`` of one
+    cached case or copy. Each epoch is ``steps_per_case`` steps per case of the process's share: without
+    copies each case that many times, shuffled; with them, shuffled passes over every case and copy.
     """
     device, amp = cases.device, cases.amp
     objective = Objective(config)
     owned = distributed.shard(list(range(len(cases.train))), cases.rank, cases.world)
     mine = sorted(set(owned))
+    copies = config.path2_copies
+    # Entry i·(copies + 1) + c: training case i (c = 0) or its c-th augmented copy: (image, label) as in PreparedCase.
+    augmenting = torch.Generator().manual_seed(rank_seed(config.seed, cases.rank) + 2)
+    entries = {}
+    for i in mine:
+        case = cases.train[i]
+        entries[i * (copies + 1)] = (case.image, case.label)
+        for c in range(1, copies + 1):
+            image, label = augment(case.image[None].float(), case.label[None], config.augment, generator=augmenting)
+            entries[i * (copies + 1) + c] = (image[0], label[0])
     val = cases.val if cases.rank == 0 else []
-    views = view_cache(model, [*(cases.train[i] for i in mine), *val], device, amp, quiet=quiet)
-    cache = dict(zip(mine, views[:len(mine)]))
-    val_cache = views[len(mine):] if cases.rank == 0 else None
+    keys = list(entries)
+    views = view_cache(model, [*(PreparedCase(str(key), *entries[key], None) for key in keys), *val], device, amp,
+                       quiet=quiet)
+    cache = dict(zip(keys, views[:len(keys)]))
+    val_cache = views[len(keys):] if cases.rank == 0 else None
     groups = [{"params": [*_reconstruction_parameters(model), *model.head.parameters()], "lr": config.lr,
                "weight_decay": 0.0}]
 
-    def step(net: torch.nn.Module, index: int) -> torch.Tensor:
-        case = cases.train[index]
+    def step(net: torch.nn.Module, key: int) -> torch.Tensor:
+        image, label = entries[key]
         with autocast(device, amp):
-            output = net(cache[index], case.image[None].to(device))
-        return objective(output, case.label[None].to(device).float())
+            output = net(cache[key], image[None].to(device))
+        return objective(output, label[None].to(device).float())
 
     def order(shuffle: torch.Generator) -> list[int]:
-        return [owned[j] for _ in range(config.steps_per_case) for j in torch.randperm(len(owned), generator=shuffle).tolist()]
+        if not copies:
+            return [owned[j] for _ in range(config.steps_per_case)
+                    for j in torch.randperm(len(owned), generator=shuffle).tolist()]
+        every = [i * (copies + 1) + c for i in owned for c in range(copies + 1)]
+        drawn: list[int] = []
+        while len(drawn) < len(owned) * config.steps_per_case:
+            drawn += [every[j] for j in torch.randperm(len(every), generator=shuffle).tolist()]
+        return drawn[:len(owned) * config.steps_per_case]
 
     return Stage(model, CachedViewsStep(model), groups, step, order, len(owned) * config.steps_per_case,
                  lambda: validate(model, cases.val, device, amp, val_cache))
