@@ -5,7 +5,7 @@ Usage:
     python experiments/benchmark.py [--budget-s 300] [--size 48] [--n-train 16] [--n-test 4]
                                     [--generator vol25d|other|tube | --data FOLDER] [--seed 20]
                                     [--methods vol25d,nnunet-2d,...] [--lr LR] [--threads 1]
-                                    [--name benchmark] [--out-dir DIR] [--sweep] [--smoke]
+                                    [--name benchmark] [--out-dir DIR] [--keep-runs DIR] [--sweep] [--smoke]
     python experiments/benchmark.py --collect results/A.md results/B.md ... --name NAME
 
 Methods (names as in the output):
@@ -143,6 +143,7 @@ class Settings:
     generator: str = "vol25d"
     lr: float = TrainConfig().lr
     threads: int = 1
+    keep_runs: Path | None = None
 
     @property
     def channels(self) -> tuple[int, ...]:
@@ -444,9 +445,10 @@ def _model_config(settings: Settings) -> ModelConfig:
 
 
 def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, class_names, multi_label,
-               path2: bool = True, path2_copies: int = 0) -> dict:
+               path2: bool = True, path2_copies: int = 0, name: str = "vol25d") -> dict:
     """vol25d trained for the budget, 80 % path 1 and 20 % path 2 (``path2``, on ``path2_copies`` augmented
-    copies of each case too), or path 1 alone for all of it; scored after each path."""
+    copies of each case too), or path 1 alone for all of it; scored after each path. With
+    ``settings.keep_runs`` its run folder (checkpoints, metrics, config) is kept as ``s{seed}_{name}`` there."""
     model_config = _model_config(settings)
     base = dict(steps_per_case=2 if settings.smoke else 12, val_fraction=VAL_FRACTION, device=str(settings.device),
                 seed=settings.seed, lr=settings.lr)
@@ -468,6 +470,9 @@ def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, clas
     second = (train(train_dir, run, TrainConfig(path=2, epochs=epochs2, path2_copies=path2_copies, **base),
                     init=first.checkpoint, quiet=True) if path2 else None)
     train_mem = _peak_memory(settings.device)
+    if settings.keep_runs is not None:
+        shutil.copytree(run, settings.keep_runs / f"s{settings.seed}_{name}", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("tb", "*_last.pt"))
     scores = {}
     checkpoints = [("path1", first.checkpoint)] + ([("path2", second.checkpoint)] if path2 else [])
     for tag, checkpoint in checkpoints:
@@ -875,6 +880,8 @@ def main(argv=None) -> None:
     parser.add_argument("--name", default="benchmark")
     parser.add_argument("--out-dir", type=Path, help=f"where the Markdown and PNG go (default {RESULTS})")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--keep-runs", type=Path, metavar="DIR", help="keep each vol25d run folder there as "
+                        "sSEED_METHOD (experiments/path2_changes.py reads them)")
     parser.add_argument("--sweep", action="store_true", help="largest whole volume per method (GPU; with --smoke "
                         "tiny sizes on the CPU)")
     parser.add_argument("--smoke", action="store_true", help="tiny run on CPU; needs --out-dir")
@@ -929,7 +936,8 @@ def main(argv=None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(args.budget_s, args.size, args.n_train, args.n_test, args.data, resolve_device(args.device),
                         args.smoke, seed=args.seed, methods=methods, reconstruction=args.reconstruction,
-                        head_image=args.head_image, generator=args.generator, lr=args.lr, threads=args.threads)
+                        head_image=args.head_image, generator=args.generator, lr=args.lr, threads=args.threads,
+                        keep_runs=args.keep_runs)
     with tempfile.TemporaryDirectory(prefix="vol25d-benchmark-") as scratch:
         work = Path(scratch)
         train_dir, _, test_cases = make_data(settings, work)
@@ -941,7 +949,7 @@ def main(argv=None) -> None:
         results = {}
         for method in (name for name in methods if name in VOL25D):
             results[method] = run_vol25d(settings, train_dir, work, test_cases, class_names, multi_label,
-                                         **VOL25D[method])
+                                         name=method, **VOL25D[method])
             print(f"{method}: Dice {results[method]['dice_path1']:.3f} (path 1) → {results[method]['dice']:.3f} "
                   "(the row)", flush=True)
         for method in (name for name in methods if name not in (*VOL25D, *NNUNET)):

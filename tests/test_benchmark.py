@@ -18,7 +18,7 @@ def test_smoke_run_writes_a_row_per_method_and_a_plot(tmp_path):
     # No GPU in CI; hide one that is there so the run is the same everywhere.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out-dir", str(tmp_path), "--methods",
-                           ",".join(METHODS)],
+                           ",".join(METHODS), "--keep-runs", str(tmp_path / "runs")],
                           capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = (tmp_path / "benchmark.md").read_text()
@@ -33,6 +33,21 @@ def test_smoke_run_writes_a_row_per_method_and_a_plot(tmp_path):
     assert "not measured (CPU)" in text
     assert "path-2 gain" in text
     assert (tmp_path / "benchmark.png").stat().st_size > 0
+    # the kept run folders, and what path 2 changed in them
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["s0_vol25d", "s0_vol25d-path1", "s0_vol25d-path2aug"]
+    assert not (runs / "s0_vol25d-path1" / "path2.pt").exists() and (runs / "s0_vol25d" / "path2.pt").exists()
+    changes = load_script(SCRIPT.with_name("path2_changes.py"), "path2_changes")
+    out = tmp_path / "changes.md"
+    assert changes.main([str(runs / "s0_vol25d"), str(runs / "s0_vol25d-path2aug"), "--out", str(out)]) == 0
+    table = [line for line in out.read_text().splitlines() if line.startswith("| s0_")]
+    assert [line.split(" | ")[0] for line in table] == ["| s0_vol25d", "| s0_vol25d-path2aug"]
+    assert all(" → " in line and "n/a" not in line.split(" | ")[2] for line in table)
+    assert "Path 2 kept the path-1 model in" in out.read_text()
+    refused = subprocess.run([sys.executable, str(SCRIPT.with_name("path2_changes.py")), str(runs / "s0_vol25d-path1"),
+                              "--out", str(tmp_path / "x.md")], capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 2 and "no path1.pt and path2.pt there" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "x.md").exists()
 
 
 def _module():
