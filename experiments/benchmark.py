@@ -107,10 +107,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import machine_line  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("vol25d", "vol25d-path1", "vol25d-path2aug", "nnunet-2d", "nnunet-3d", "dynunet3d", "slice2d", "stack25d", "unet3d", "unet3d-patch")
+METHODS = ("vol25d", "vol25d-path1", "vol25d-path2aug", "nnunet-2d", "nnunet-3d", "dynunet3d", "slice2d", "stack25d",
+           "unet3d", "unet3d-patch")
 # vol25d's rows: run_vol25d's arguments for each.
 VOL25D = {"vol25d": {}, "vol25d-path1": {"path2": False}, "vol25d-path2aug": {"path2_copies": 4}}
 PATH2_COPIES = VOL25D["vol25d-path2aug"]["path2_copies"]
+WITH_PATH2 = tuple(name for name, arguments in VOL25D.items() if arguments.get("path2", True))
 DEFAULT_METHODS = ("vol25d", "nnunet-2d", "nnunet-3d", "dynunet3d", "slice2d")
 NNUNET = ("nnunet-2d", "nnunet-3d")
 NO_MIRRORING = " (no mirroring)"
@@ -483,12 +485,9 @@ def run_vol25d(settings: Settings, train_dir: Path, work: Path, test_cases, clas
         scores[tag] = score(labels_of, test_cases, class_names, settings.device)
         scores[tag]["infer_mem"] = _peak_memory(settings.device)
     steps = (epochs1 + epochs2) * n_train * base["steps_per_case"]
-    if not path2:
-        return dict(scores["path1"], steps=steps, train_s=first.seconds, train_mem=train_mem,
-                    dice_path1=scores["path1"]["dice"], epochs=(epochs1, 0), best=f"path 1 epoch {first.best_epoch}")
-    best = f"path 1 epoch {first.best_epoch}, path 2 epoch {second.best_epoch}"
-    return dict(scores["path2"], steps=steps, train_s=first.seconds + second.seconds, train_mem=train_mem,
-                dice_path1=scores["path1"]["dice"], epochs=(epochs1, epochs2), best=best)
+    best = f"path 1 epoch {first.best_epoch}" + (f", path 2 epoch {second.best_epoch}" if path2 else "")
+    return dict(scores[checkpoints[-1][0]], steps=steps, train_s=first.seconds + (second.seconds if path2 else 0.0),
+                train_mem=train_mem, dice_path1=scores["path1"]["dice"], epochs=(epochs1, epochs2), best=best)
 
 
 def _vol25d_probabilities(model, image: torch.Tensor, settings: Settings) -> torch.Tensor:
@@ -565,13 +564,19 @@ def make_data(settings: Settings, work: Path) -> tuple[Path, list, list]:
 
 # --- sweep --------------------------------------------------------------------------------------------------
 
+def _swept(methods: tuple[str, ...]) -> list[str]:
+    """The methods a sweep steps: not nnU-Net's (its own trainer), and vol25d's network once (its variants
+    train the same network)."""
+    return [m for m in methods if m not in (*NNUNET, *VOL25D) or m == "vol25d"]
+
+
 def sweep(settings: Settings, sizes=SWEEP_SIZES) -> list[dict]:
     """One training step of each method on a random whole volume of each size; peak memory or OOM."""
     rows = []
     device = settings.device
     config = TrainConfig(path=1, device=str(device))
     for shape in sizes:
-        for name in (m for m in settings.methods if m not in (*NNUNET, *VOL25D) or m == "vol25d"):
+        for name in _swept(settings.methods):
             row = {"method": name, "shape": shape}
             try:
                 _reset_memory(device)
@@ -642,7 +647,7 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
         lines.append(f"| {label} | {_fmt(r['dice'])} | {_fmt(r['hd95'], 2)} | {_fmt(r['cldice'])} | {r['steps']} | "
                      f"{r['train_s']:.1f} | {_fmt(per_step, 3)} | {r.get('best', 'last')} | {r['infer_s']:.3f} | "
                      f"{_gib(r['train_mem'])} | {_gib(r['infer_mem'])} |")
-    for label in (label for label in ("vol25d", "vol25d-path2aug") if label in results):
+    for label in (label for label in WITH_PATH2 if label in results):
         v = results[label]
         lines += ["", f"{label} path-2 gain: Dice {_fmt(v['dice_path1'])} after path 1 → {_fmt(v['dice'])} after path 2 "
                   f"({v['dice'] - v['dice_path1']:+.3f}); epochs {v['epochs'][0]} (path 1) + {v['epochs'][1]} (path 2). "
@@ -678,7 +683,7 @@ def report(settings: Settings, results: dict, shape, sweep_rows, out_dir: Path, 
         sizes = list(dict.fromkeys(row["shape"] for row in sweep_rows))
         lines += ["| method | " + " | ".join("×".join(map(str, s)) for s in sizes) + " | largest that fits |",
                   "|---|" + "---|" * (len(sizes) + 1)]
-        for method in (m for m in settings.methods if m not in (*NNUNET, *VOL25D) or m == "vol25d"):
+        for method in _swept(settings.methods):
             cells = [row["memory"] if row["memory"] == "OOM" else _gib(row["memory"])
                      for row in sweep_rows if row["method"] == method]
             fits = [row["shape"] for row in sweep_rows if row["method"] == method and row["memory"] != "OOM"]
